@@ -1,0 +1,1 @@
+"""Identity: SIWE login, sessions, DIDs and credentials (to come)."""

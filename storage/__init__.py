@@ -1,0 +1,1 @@
+"""Storage engines, UnixFS/CAR codecs, pins and the metadata store."""

@@ -1,0 +1,166 @@
+"""The storage-engine boundary: one async interface, implemented by the Kubo
+engine (storage/kubo.py) and the embedded engine (storage/embedded/).
+
+Everything HTTP-shaped lives above this line, in gateway/. Engines raise the
+typed errors below; the gateway maps them to status codes.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Awaitable, Callable
+
+from . import unixfs
+from .cid import CID
+
+
+class EngineError(Exception):
+    """The engine failed in a way the caller did not cause (maps to 502)."""
+
+
+class EngineUnavailable(EngineError):
+    """The engine cannot be reached right now (maps to 503 + Retry-After)."""
+
+
+class EngineTimeout(EngineError):
+    """The engine did not answer in time, e.g. content not retrievable (maps to 504)."""
+
+
+class BlockNotFound(LookupError):
+    """The block is not in this node's store (and, in local mode, was not fetched)."""
+
+    def __init__(self, cid: CID | str):
+        super().__init__(f"block {cid} not found on this node")
+        self.cid = cid
+
+
+class InvalidContent(ValueError):
+    """Input the caller sent is not acceptable (bad CAR, bad DAG...): maps to 400."""
+
+
+class UploadTooLarge(ValueError):
+    """An upload went over max_upload_bytes (maps to 413)."""
+
+
+@dataclass(slots=True)
+class AddEntry:
+    """One item of an upload: a file with its bytes, or an (empty) directory.
+
+    `path` is relative and '/'-separated; `chunks` is None for a directory.
+    """
+
+    path: str
+    chunks: AsyncIterator[bytes] | None
+
+
+@dataclass(slots=True)
+class AddOptions:
+    cid_version: int = 1  # 1 implies raw leaves, as `ipfs add --cid-version=1`
+    raw_leaves: bool | None = None  # None: the default for cid_version
+    wrap: bool = False
+    pin: bool = True
+
+    @property
+    def effective_raw_leaves(self) -> bool:
+        return self.cid_version == 1 if self.raw_leaves is None else self.raw_leaves
+
+
+@dataclass(slots=True)
+class AddedItem:
+    path: str  # "" for the wrapping directory
+    cid: CID
+    size: int  # file bytes for files; cumulative DAG size for directories
+
+
+@dataclass(slots=True)
+class AddResult:
+    root: CID
+    size: int
+    items: list[AddedItem] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class PinInfo:
+    cid: CID
+    type: str  # "recursive" | "direct" | "indirect"
+
+
+class StorageEngine(abc.ABC):
+    """The one interface every storage engine implements."""
+
+    name: str = "abstract"
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Open resources. Must not fail when a remote daemon is down."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""
+
+    @abc.abstractmethod
+    async def check_ready(self) -> None:
+        """Return if the engine can serve; raise EngineUnavailable otherwise."""
+
+    # --- content -----------------------------------------------------------
+    @abc.abstractmethod
+    async def add(self, entries: AsyncIterator[AddEntry], options: AddOptions) -> AddResult:
+        """Import files, streaming. The last/wrapping item is the root."""
+
+    @abc.abstractmethod
+    def cat(self, cid: CID, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """Stream the bytes of a UnixFS file (or raw block) from offset."""
+
+    @abc.abstractmethod
+    async def get_block(self, cid: CID) -> bytes:
+        """The raw block; raises BlockNotFound."""
+
+    @abc.abstractmethod
+    async def has_block(self, cid: CID) -> bool: ...
+
+    @abc.abstractmethod
+    async def put_block(self, data: bytes, codec: int = 0x55) -> CID: ...
+
+    async def stat(self, cid: CID) -> unixfs.Node:
+        """Decode the node at cid (type and size)."""
+        return await unixfs.load(self.get_block, cid)
+
+    async def ls(self, cid: CID) -> AsyncIterator[unixfs.DirEntry]:
+        node = await self.stat(cid)
+        async for entry in unixfs.list_directory(self.get_block, node):
+            yield entry
+
+    async def export_car(self, roots: list[CID]) -> AsyncIterator[tuple[CID, bytes]]:
+        """Every block of the DAGs under roots, depth-first, each once."""
+        seen: set = set()
+        for root in roots:
+            node = await unixfs.load(self.get_block, root)
+            async for item in unixfs.walk_all(self.get_block, node, seen):
+                yield item
+
+    @abc.abstractmethod
+    async def import_car(self, read: Callable[[int], Awaitable[bytes]]) -> list[CID]:
+        """Import a CARv1 stream, every block verified; pin and return its roots.
+        Raises InvalidContent (nothing kept) for a bad, truncated or rootless CAR."""
+
+    # --- pins and gc -----------------------------------------------------------
+    @abc.abstractmethod
+    async def pin(self, cid: CID, recursive: bool = True, fetch: bool = False) -> None:
+        """Pin cid. With fetch=True the engine may retrieve missing blocks from the network."""
+
+    @abc.abstractmethod
+    async def unpin(self, cid: CID) -> None:
+        """Remove a pin; not an error if there is none."""
+
+    @abc.abstractmethod
+    def pins(self) -> AsyncIterator[PinInfo]: ...
+
+    @abc.abstractmethod
+    async def gc(self) -> int:
+        """Remove unpinned blocks; return how many were removed (best effort for Kubo)."""
+
+    # --- network ---------------------------------------------------------------
+    async def addresses(self) -> list[str]:
+        """Multiaddrs other peers can reach this node's blocks at (PSA delegates)."""
+        return []
+
+    async def connect(self, multiaddr: str) -> None:  # noqa: B027 - optional hook
+        """Best-effort connection to a peer (PSA origins)."""
