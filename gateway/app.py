@@ -1,0 +1,68 @@
+"""The application factory."""
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from storage.engine import StorageEngine
+from storage.metadata import MetadataStore
+
+from . import content_api, ops, psa
+from .cache import ResponseCache
+from .config import Config
+from .errors import error_middleware
+from .ipfs.handler import handle_ipfs, handle_ipfs_root
+from .keys import CACHE, CONFIG, ENGINE, METRICS, STORE
+from .metrics import Metrics, metrics_middleware
+
+log = logging.getLogger("hearth")
+
+
+def make_engine(config: Config, metrics: Metrics) -> StorageEngine:
+    storage = config["storage"]
+    local = config["gateway"]["serve"] == "local"
+    if storage["engine"] == "kubo":
+        from storage.kubo import KuboEngine
+
+        return KuboEngine(storage["kubo_api"], timeout=storage["kubo_timeout"], offline_reads=local,
+                          retrieval_timeout=config["gateway"]["retrieval_timeout"], observe=metrics.observe_engine)
+    from storage.embedded import EmbeddedEngine
+
+    return EmbeddedEngine(config.data_dir)
+
+
+def create_app(config: Config, engine: StorageEngine | None = None) -> web.Application:
+    metrics = Metrics()
+    app = web.Application(
+        middlewares=[metrics_middleware(metrics), error_middleware],
+        client_max_size=1024**2,  # only for bodies read whole (JSON); uploads stream
+    )
+    app[CONFIG] = config
+    app[METRICS] = metrics
+    app[CACHE] = ResponseCache(config["gateway"]["cache_bytes"], config["gateway"]["cache_max_item"])
+    app[ENGINE] = engine if engine is not None else make_engine(config, metrics)
+    app[STORE] = MetadataStore(config.data_dir / "hearth.sqlite")
+
+    async def store_ctx(app: web.Application):
+        store = app[STORE]
+        version = await store.run(store.migrate)
+        log.debug("metadata store at schema version %s", version)
+        yield
+        store.close()
+
+    async def engine_ctx(app: web.Application):
+        await app[ENGINE].start()
+        yield
+        await app[ENGINE].close()
+
+    app.cleanup_ctx.append(store_ctx)
+    app.cleanup_ctx.append(engine_ctx)
+
+    ops.setup(app)
+    content_api.setup(app)
+    app.router.add_get("/ipfs/", handle_ipfs_root)
+    app.router.add_get("/ipfs/{cid}", handle_ipfs)
+    app.router.add_get("/ipfs/{cid}/{path:.*}", handle_ipfs)
+    psa.setup(app)
+    return app

@@ -1,0 +1,124 @@
+"""application/vnd.ipld.car: a CARv1 stream of the blocks behind a content path,
+with dag-scope (block | entity | all) and entity-bytes, depth-first, each block
+once unless dups=y is asked for."""
+from __future__ import annotations
+
+import hashlib
+
+from aiohttp import web
+
+from storage import unixfs
+from storage.car import encode_block, encode_header
+from storage.engine import BlockNotFound
+
+from ..errors import HTTPError, bad_request
+from .headers import GatewayRequest, common_headers, content_disposition, etag_matches, not_modified
+
+
+class _KeepAll(set):
+    """A 'seen' set that remembers nothing: dups=y sends every occurrence."""
+
+    def __contains__(self, item):
+        return False
+
+    def add(self, item):
+        pass
+
+
+def car_options(req: GatewayRequest) -> tuple[str, tuple | None, str, str]:
+    q = req.request.query
+    version = req.car_params.get("version", "1")
+    if version != "1":
+        raise bad_request(f"CAR version {version} is not supported (only 1)", "unsupported_car_version")
+    order = req.car_params.get("order", "dfs")
+    if order not in ("dfs", "unk"):
+        raise bad_request(f"CAR order {order!r} is not supported (dfs, unk)", "invalid_car_order")
+    dups = req.car_params.get("dups", "n")
+    if dups not in ("y", "n"):
+        raise bad_request(f"CAR dups must be y or n, got {dups!r}", "invalid_car_dups")
+    scope = q.get("dag-scope", "all")
+    if scope not in ("block", "entity", "all"):
+        raise bad_request(f"dag-scope must be block, entity or all, got {scope!r}", "invalid_dag_scope")
+    entity_bytes = None
+    if "entity-bytes" in q:
+        try:
+            entity_bytes = unixfs.parse_entity_bytes(q["entity-bytes"])
+        except ValueError as exc:
+            raise bad_request(f"invalid entity-bytes {q['entity-bytes']!r}: {exc}", "invalid_entity_bytes") from None
+        scope = "entity"
+    return scope, entity_bytes, order, dups
+
+
+async def serve(req: GatewayRequest, get_block) -> web.StreamResponse:
+    scope, entity_bytes, _order, dups = car_options(req)
+    # Resolve the path first (before any byte is sent): a missing root is a 404.
+    try:
+        resolved = await unixfs.resolve(get_block, req.root, req.segments)
+    except unixfs.PathNotFound as exc:
+        raise HTTPError(404, "not_found", f"no link named {str(exc)!r} under {req.content_path}") from None
+    except unixfs.NotTraversable as exc:
+        raise HTTPError(400, "invalid_path", str(exc)) from None
+    node = resolved.node
+    if entity_bytes is not None and node.kind == "file":
+        start, stop = unixfs.resolve_entity_range(entity_bytes, node.size)
+        if node.size and entity_bytes[0] >= 0 and entity_bytes[0] >= node.size:
+            raise bad_request(f"entity-bytes starts at {entity_bytes[0]}, past the end of a {node.size}-byte file",
+                              "invalid_entity_bytes")
+
+    fingerprint = hashlib.sha256(
+        f"{req.content_path}|{scope}|{entity_bytes}|dfs|{dups}".encode()
+    ).hexdigest()[:16]
+    headers = common_headers(req, resolved.roots, f'W/"{req.root}.car.{fingerprint}"')
+    headers["Content-Type"] = f"application/vnd.ipld.car; version=1; order=dfs; dups={dups}"
+    headers["Content-Disposition"] = content_disposition(req.filename or f"{req.root}.car", True)
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["Accept-Ranges"] = "none"
+    if req.format_from_accept:
+        qs = req.request.rel_url.raw_query_string
+        headers["Content-Location"] = req.request.rel_url.raw_path + "?" + (qs + "&" if qs else "") + "format=car"
+    if etag_matches(req.request.headers.get("If-None-Match"), headers["Etag"]):
+        return not_modified(headers)
+    if req.is_head:
+        return web.Response(status=200, headers=headers)
+
+    resp = web.StreamResponse(status=200, headers=headers)
+    await resp.prepare(req.request)
+    await resp.write(encode_header([req.root]))
+    seen: set = _KeepAll() if dups == "y" else set()
+    buf = bytearray()
+
+    async def emit(cid, data):
+        buf.extend(encode_block(cid, data))
+        if len(buf) >= 256 * 1024:
+            await resp.write(bytes(buf))
+            buf.clear()
+
+    try:
+        for cid in resolved.path_blocks:
+            key = (cid.codec, cid.multihash)
+            if key in seen:
+                continue
+            seen.add(key)
+            await emit(cid, await get_block(cid))
+        if scope == "block":
+            key = (node.cid.codec, node.cid.multihash)
+            if key not in seen:
+                seen.add(key)
+                await emit(node.cid, node.block)
+        elif scope == "entity":
+            async for cid, data in unixfs.walk_entity(get_block, node, entity_bytes, seen):
+                await emit(cid, data)
+        else:
+            async for cid, data in unixfs.walk_all(get_block, node, seen):
+                await emit(cid, data)
+    except (BlockNotFound, Exception):
+        # Committed to 200 already: end the stream short; clients verify CAR completeness.
+        if buf:
+            await resp.write(bytes(buf))
+        if req.request.transport is not None:
+            req.request.transport.close()
+        return resp
+    if buf:
+        await resp.write(bytes(buf))
+    await resp.write_eof()
+    return resp

@@ -1,0 +1,125 @@
+"""GET/HEAD /ipfs/{cid}[/{path}]: parse the request, resolve the path, pick the
+response format, and hand over to the file for that format."""
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from storage import unixfs
+from storage.cid import CID, InvalidCID
+from storage.engine import BlockNotFound
+
+from ..errors import HTTPError, bad_request
+from ..keys import CACHE, ENGINE
+from . import block, car, unixfs_dir, unixfs_file
+from .headers import GatewayRequest, cache_key_for, etag_matches, not_modified
+
+SUPPORTED_FORMATS = {"raw", "car"}
+KNOWN_UNSUPPORTED = {"tar", "dag-json", "dag-cbor", "json", "cbor", "ipns-record"}
+ACCEPT_FORMATS = {"application/vnd.ipld.raw": "raw", "application/vnd.ipld.car": "car"}
+
+
+def parse_request(request: web.Request) -> GatewayRequest:
+    raw_path = request.rel_url.raw_path
+    rest = raw_path[len("/ipfs/"):]
+    parts = rest.split("/")
+    root_text = unquote(parts[0])
+    try:
+        root = CID.parse(root_text)
+    except InvalidCID as exc:
+        raise bad_request(f"invalid CID {root_text!r}: {exc}", "invalid_cid") from None
+    trailing = rest.endswith("/") and len(parts) > 1
+    segments = [unquote(p) for p in parts[1:]]
+    if trailing:
+        segments = segments[:-1]
+    for seg in segments:
+        if seg in ("", ".", "..") or "\x00" in seg:
+            raise bad_request(f"invalid path segment {seg!r} in {unquote(raw_path)!r}", "invalid_path")
+    q = request.query
+    fmt = q.get("format") or None
+    from_accept = False
+    car_params: dict[str, str] = {}
+    if fmt is not None:
+        if fmt in KNOWN_UNSUPPORTED:
+            raise bad_request(f"format={fmt} is not supported by this gateway (supported: raw, car)", "unsupported_format")
+        if fmt not in SUPPORTED_FORMATS:
+            raise bad_request(f"unknown format {fmt!r} (supported: raw, car)", "invalid_format")
+    accept = request.headers.get("Accept", "")
+    for item in accept.split(","):
+        media, *params = [p.strip() for p in item.split(";")]
+        media = media.lower()
+        if media in ACCEPT_FORMATS:
+            if fmt is None:
+                fmt, from_accept = ACCEPT_FORMATS[media], True
+            if ACCEPT_FORMATS[media] == "car":
+                for p in params:
+                    if "=" in p:
+                        k, v = p.split("=", 1)
+                        car_params[k.strip().lower()] = v.strip().strip('"')
+            break
+    for k in ("version", "order", "dups"):
+        if q.get(f"car-{k}"):
+            car_params[k] = q[f"car-{k}"]
+    filename = q.get("filename")
+    if filename is not None and (not filename or "/" in filename or "\x00" in filename):
+        raise bad_request("filename must be a non-empty name without '/'", "invalid_filename")
+    download = q.get("download", "").lower() == "true"
+    content_path = "/ipfs/" + unquote(rest)
+    return GatewayRequest(request, root, root_text, segments, content_path, trailing, fmt, from_accept,
+                          car_params, filename, download)
+
+
+async def handle_ipfs(request: web.Request) -> web.StreamResponse:
+    req = parse_request(request)
+    engine = request.app[ENGINE]
+    cache = request.app[CACHE]
+
+    if req.format != "car" and "Range" not in request.headers:
+        hit = cache.get(cache_key_for(req))
+        if hit is not None:
+            status, headers, body = hit
+            if etag_matches(request.headers.get("If-None-Match"), headers.get("Etag", "")):
+                return not_modified(headers)
+            return web.Response(status=status, headers=headers, body=None if req.is_head else body)
+
+    async def get_block(cid: CID) -> bytes:
+        key = ("block", cid.codec, cid.multihash)
+        data = cache.get(key)
+        if data is None:
+            data = await engine.get_block(cid)
+            cache.put(key, data, len(data))
+        return data
+
+    if "only-if-cached" in request.headers.get("Cache-Control", "") and not await engine.has_block(req.root):
+        raise HTTPError(412, "not_cached", f"{req.root} is not on this node")
+
+    if req.format == "car":
+        return await car.serve(req, get_block)
+
+    try:
+        resolved = await unixfs.resolve(get_block, req.root, req.segments)
+    except unixfs.PathNotFound as exc:
+        raise HTTPError(404, "not_found", f"no link named {str(exc)!r} under {req.content_path}") from None
+    except unixfs.NotTraversable as exc:
+        raise HTTPError(400, "invalid_path", str(exc)) from None
+
+    if req.format == "raw":
+        return await block.serve(req, resolved, cache)
+
+    node = resolved.node
+    if node.kind in ("directory", "hamt"):
+        return await unixfs_dir.serve(req, resolved, get_block, engine, cache)
+    if node.kind in ("file", "symlink"):
+        return await unixfs_file.serve(req, resolved, get_block, engine, cache)
+    if node.kind in ("dag-cbor", "dag-json"):
+        return await block.serve_codec(req, resolved, cache)
+    raise HTTPError(501, "unsupported_node", f"{node.cid} is a {node.cid.codec_name} node this gateway cannot render; "
+                    "request it with ?format=raw or ?format=car")
+
+
+async def handle_ipfs_root(request: web.Request) -> web.Response:
+    raise bad_request("a CID is required: /ipfs/{cid}[/{path}]", "invalid_cid")
+
+
+__all__ = ["handle_ipfs", "handle_ipfs_root", "BlockNotFound"]

@@ -1,0 +1,74 @@
+"""Headers every /ipfs/ response shares, and the request options that shape them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from aiohttp import web
+
+from storage.cid import CID
+
+IMMUTABLE = "public, max-age=29030400, immutable"
+
+
+@dataclass
+class GatewayRequest:
+    request: web.Request
+    root: CID
+    root_text: str  # the CID as the client wrote it
+    segments: list[str]
+    content_path: str  # /ipfs/<cid>/<path> as requested, for X-Ipfs-Path
+    trailing_slash: bool
+    format: str | None  # "raw" | "car" | None (deserialized)
+    format_from_accept: bool = False
+    car_params: dict = field(default_factory=dict)
+    filename: str | None = None
+    download: bool = False
+
+    @property
+    def is_head(self) -> bool:
+        return self.request.method == "HEAD"
+
+
+def common_headers(req: GatewayRequest, roots: list[CID], etag: str) -> dict[str, str]:
+    headers = {
+        "Etag": etag,
+        "Cache-Control": IMMUTABLE,
+        "X-Ipfs-Path": req.content_path,
+        "X-Ipfs-Roots": ",".join(str(r) for r in roots),
+        "Vary": "Accept, Accept-Encoding",
+    }
+    return headers
+
+
+def content_disposition(filename: str, attachment: bool) -> str:
+    kind = "attachment" if attachment else "inline"
+    ascii_name = filename.encode("ascii", "replace").decode().replace("?", "_").replace('"', "\\\"")
+    if ascii_name == filename:
+        return f'{kind}; filename="{ascii_name}"'
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    want = etag[2:] if etag.startswith("W/") else etag
+    for tag in if_none_match.split(","):
+        tag = tag.strip()
+        if tag.startswith("W/"):
+            tag = tag[2:]
+        if tag == want:
+            return True
+    return False
+
+
+def not_modified(headers: dict[str, str]) -> web.Response:
+    keep = {k: v for k, v in headers.items() if k in ("Etag", "Cache-Control", "X-Ipfs-Path", "X-Ipfs-Roots", "Vary")}
+    return web.Response(status=304, headers=keep)
+
+
+def cache_key_for(req: GatewayRequest):
+    r = req.request
+    return ("resp", r.rel_url.raw_path, r.rel_url.raw_query_string, req.format, tuple(sorted(req.car_params.items())))

@@ -1,0 +1,386 @@
+"""The metadata store: the one module that owns Hearth's SQLite schema.
+
+One database file in the data dir, WAL mode, versioned migrations applied at
+start-up. sqlite-utils is synchronous, so the server reaches this store through
+`MetadataStore.run`, which executes on one dedicated thread (SQLite work never
+runs on the event loop, and a single writer thread means no lock contention).
+Writes that belong together happen inside one `with db.conn:` transaction.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import sqlite_utils
+
+from .cid import record_key
+
+T = TypeVar("T")
+
+# Each migration is a list of SQL statements; index + 1 is its version.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE tokens (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            token_hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            last_used_at TEXT,
+            revoked_at TEXT
+        )""",
+        # One row per (owner, content). `key` is the CIDv1 of the root, so a CIDv0
+        # and the CIDv1 of the same root name the same record.
+        """CREATE TABLE content (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL,
+            cid TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            name TEXT NOT NULL DEFAULT '',
+            size INTEGER NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pinned', 'removed')),
+            created_at TEXT NOT NULL,
+            removed_at TEXT,
+            UNIQUE (owner, key)
+        )""",
+        "CREATE INDEX content_owner_id ON content (owner, id)",
+        "CREATE INDEX content_key ON content (key)",
+        # Pinning Services API pin requests.
+        """CREATE TABLE pins (
+            requestid TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            cid TEXT NOT NULL,
+            key TEXT NOT NULL,
+            name TEXT,
+            status TEXT NOT NULL CHECK (status IN ('queued', 'pinning', 'pinned', 'failed')),
+            created TEXT NOT NULL,
+            created_ns INTEGER NOT NULL,
+            origins TEXT NOT NULL DEFAULT '[]',
+            meta TEXT NOT NULL DEFAULT '{}',
+            info TEXT NOT NULL DEFAULT '{}',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            updated_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX pins_owner_created ON pins (owner, created_ns)",
+        "CREATE INDEX pins_status ON pins (status)",
+        "CREATE INDEX pins_key ON pins (key)",
+    ],
+]
+
+
+def utcnow() -> str:
+    """RFC 3339 UTC with millisecond precision, as the PSA spec's examples."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class MetadataStore:
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hearth-db")
+        self._local = threading.local()
+
+    # --- plumbing ---------------------------------------------------------------
+    @property
+    def db(self) -> sqlite_utils.Database:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=True, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            db = sqlite_utils.Database(conn)
+            self._local.db = db
+        return db
+
+    def transaction(self):
+        """BEGIN IMMEDIATE ... COMMIT/ROLLBACK: all or nothing."""
+        return _Transaction(self.db.conn)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run fn(*args) on the store's thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def close(self) -> None:
+        def _close():
+            db = getattr(self._local, "db", None)
+            if db is not None:
+                db.conn.close()
+                self._local.db = None
+
+        self._executor.submit(_close).result()
+        self._executor.shutdown(wait=True)
+
+    # --- schema -----------------------------------------------------------------
+    def migrate(self) -> int:
+        db = self.db
+        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        current = row[0] or 0
+        for version, statements in enumerate(MIGRATIONS, start=1):
+            if version <= current:
+                continue
+            with self.transaction():
+                for sql in statements:
+                    db.execute(sql)
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
+            current = version
+        return current
+
+    def schema_version(self) -> int:
+        return self.db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
+
+    # --- tokens -----------------------------------------------------------------
+    def create_token(self, name: str) -> str:
+        token = "hearth_" + secrets.token_urlsafe(32)
+        with self.transaction():
+            if self.db.execute("SELECT 1 FROM tokens WHERE name = ?", [name]).fetchone():
+                raise ValueError(f"a token named {name!r} already exists")
+            self.db["tokens"].insert({"name": name, "token_hash": hash_token(token), "created_at": utcnow()})
+        return token
+
+    def list_tokens(self) -> list[dict]:
+        return list(self.db.query("SELECT name, created_at, last_used_at, revoked_at FROM tokens ORDER BY id"))
+
+    def revoke_token(self, name: str) -> bool:
+        with self.transaction():
+            cur = self.db.execute("UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", [utcnow(), name])
+            return cur.rowcount > 0
+
+    def check_token(self, token: str) -> str | None:
+        """The token's name if it is valid and not revoked."""
+        row = self.db.execute(
+            "SELECT id, name, last_used_at FROM tokens WHERE token_hash = ? AND revoked_at IS NULL", [hash_token(token)]
+        ).fetchone()
+        if row is None:
+            return None
+        now = utcnow()
+        if row[2] is None or row[2][:16] != now[:16]:  # touch at most once a minute
+            self.db.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", [now, row[0]])
+        return row[1]
+
+    # --- content records ----------------------------------------------------------
+    def put_content(self, owner: str, cid: str, name: str, size: int) -> dict:
+        key = record_key(cid)
+        now = utcnow()
+        with self.transaction():
+            existing = self.db.execute("SELECT id FROM content WHERE owner = ? AND key = ?", [owner, key]).fetchone()
+            if existing:
+                self.db.execute(
+                    "UPDATE content SET cid = ?, name = ?, size = ?, status = 'pinned', removed_at = NULL WHERE id = ?",
+                    [cid, name, size, existing[0]],
+                )
+                rid = existing[0]
+            else:
+                rid = self.db["content"].insert(
+                    {"key": key, "cid": cid, "owner": owner, "name": name, "size": size, "status": "pinned", "created_at": now}
+                ).last_pk
+        return self.get_content_by_id(rid)
+
+    def get_content_by_id(self, rid: int) -> dict:
+        return dict(self.db["content"].get(rid))
+
+    def get_content(self, owner: str, cid: str) -> dict | None:
+        rows = list(self.db.query("SELECT * FROM content WHERE owner = ? AND key = ?", [owner, record_key(cid)]))
+        return rows[0] if rows else None
+
+    def list_content(self, owner: str, limit: int, cursor: int | None) -> list[dict]:
+        if cursor is None:
+            sql, args = "SELECT * FROM content WHERE owner = ? ORDER BY id DESC LIMIT ?", [owner, limit]
+        else:
+            sql, args = "SELECT * FROM content WHERE owner = ? AND id < ? ORDER BY id DESC LIMIT ?", [owner, cursor, limit]
+        return list(self.db.query(sql, args))
+
+    def remove_content(self, owner: str, cid: str) -> tuple[dict | None, bool]:
+        """Mark removed. Returns (record, still_wanted): still_wanted is True while any
+        other live record or pin request keeps the same content."""
+        key = record_key(cid)
+        with self.transaction():
+            row = self.get_content(owner, cid)
+            if row is None:
+                return None, True
+            if row["status"] != "removed":
+                self.db.execute("UPDATE content SET status = 'removed', removed_at = ? WHERE id = ?", [utcnow(), row["id"]])
+            wanted = self.is_key_wanted(key)
+        return self.get_content_by_id(row["id"]), wanted
+
+    def is_key_wanted(self, key: str) -> bool:
+        if self.db.execute("SELECT 1 FROM content WHERE key = ? AND status = 'pinned' LIMIT 1", [key]).fetchone():
+            return True
+        return bool(self.db.execute("SELECT 1 FROM pins WHERE key = ? AND status != 'failed' LIMIT 1", [key]).fetchone())
+
+    # --- pin requests (Pinning Services API) ------------------------------------------
+    def create_pin(self, owner: str, cid: str, name: str | None, origins: list[str], meta: dict) -> dict:
+        now = utcnow()
+        row = {
+            "requestid": str(uuid.uuid4()),
+            "owner": owner,
+            "cid": cid,
+            "key": record_key(cid),
+            "name": name,
+            "status": "queued",
+            "created": now,
+            "created_ns": time.time_ns(),
+            "origins": json.dumps(origins),
+            "meta": json.dumps(meta),
+            "info": "{}",
+            "updated_at": now,
+        }
+        with self.transaction():
+            self.db["pins"].insert(row)
+        return self._pin_row(row)
+
+    def get_pin(self, owner: str, requestid: str) -> dict | None:
+        rows = list(self.db.query("SELECT * FROM pins WHERE owner = ? AND requestid = ?", [owner, requestid]))
+        return self._pin_row(rows[0]) if rows else None
+
+    def replace_pin(self, owner: str, requestid: str, cid: str, name: str | None, origins: list[str], meta: dict) -> tuple[dict, dict] | None:
+        """Atomically delete requestid and create its replacement. Returns (old, new)."""
+        with self.transaction():
+            old = self.get_pin(owner, requestid)
+            if old is None:
+                return None
+            self.db.execute("DELETE FROM pins WHERE requestid = ?", [requestid])
+            now = utcnow()
+            row = {
+                "requestid": str(uuid.uuid4()),
+                "owner": owner,
+                "cid": cid,
+                "key": record_key(cid),
+                "name": name,
+                "status": "queued",
+                "created": now,
+                "created_ns": time.time_ns(),
+                "origins": json.dumps(origins),
+                "meta": json.dumps(meta),
+                "info": "{}",
+                "updated_at": now,
+            }
+            self.db["pins"].insert(row)
+        return old, self._pin_row(row)
+
+    def delete_pin(self, owner: str, requestid: str) -> tuple[dict | None, bool]:
+        with self.transaction():
+            old = self.get_pin(owner, requestid)
+            if old is None:
+                return None, True
+            self.db.execute("DELETE FROM pins WHERE requestid = ?", [requestid])
+            wanted = self.is_key_wanted(old["key"])
+        return old, wanted
+
+    def list_pins(self, owner: str, *, cids: list[str] | None = None, name: str | None = None, match: str = "exact",
+                  statuses: list[str] | None = None, before: str | None = None, after: str | None = None,
+                  meta: dict | None = None, limit: int = 10) -> tuple[int, list[dict]]:
+        where, args = ["owner = ?"], [owner]
+        if cids:
+            keys = [record_key(c) for c in cids]
+            where.append(f"key IN ({','.join('?' * len(keys))})")
+            args += keys
+        if name is not None:
+            if match == "exact":
+                where.append("name = ?")
+                args.append(name)
+            elif match == "iexact":
+                where.append("lower(name) = lower(?)")
+                args.append(name)
+            else:
+                esc = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                if match == "partial":
+                    where.append("instr(name, ?) > 0")
+                    args.append(name)
+                else:  # ipartial
+                    where.append("lower(name) LIKE lower(?) ESCAPE '\\'")
+                    args.append(f"%{esc}%")
+        if statuses:
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            args += statuses
+        if before is not None:
+            where.append("created < ?")
+            args.append(before)
+        if after is not None:
+            where.append("created > ?")
+            args.append(after)
+        if meta:
+            for k, v in meta.items():
+                where.append("json_extract(meta, ?) = ?")
+                args += ["$." + json.dumps(k), v]
+        clause = " AND ".join(where)
+        count = self.db.execute(f"SELECT COUNT(*) FROM pins WHERE {clause}", args).fetchone()[0]
+        rows = self.db.query(f"SELECT * FROM pins WHERE {clause} ORDER BY created_ns DESC LIMIT ?", args + [limit])
+        return count, [self._pin_row(r) for r in rows]
+
+    def pins_to_work(self, limit: int = 100) -> list[dict]:
+        """Queued requests, and any left 'pinning' by a previous run (a crash mid-pin)."""
+        rows = self.db.query("SELECT * FROM pins WHERE status IN ('queued', 'pinning') ORDER BY created_ns LIMIT ?", [limit])
+        return [self._pin_row(r) for r in rows]
+
+    def set_pin_status(self, requestid: str, status: str, info: dict | None = None) -> bool:
+        with self.transaction():
+            sets, args = ["status = ?", "updated_at = ?"], [status, utcnow()]
+            if info is not None:
+                sets.append("info = ?")
+                args.append(json.dumps(info))
+            if status == "pinning":
+                sets.append("attempts = attempts + 1")
+            cur = self.db.execute(f"UPDATE pins SET {', '.join(sets)} WHERE requestid = ?", args + [requestid])
+            return cur.rowcount > 0
+
+    def pin_status_counts(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.db.execute("SELECT status, COUNT(*) FROM pins GROUP BY status").fetchall()}
+
+    @staticmethod
+    def _pin_row(row: dict) -> dict:
+        out = dict(row)
+        for k in ("origins", "meta", "info"):
+            if isinstance(out.get(k), str):
+                out[k] = json.loads(out[k])
+        return out
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        self.nested = False
+
+    def __enter__(self):
+        self.nested = self.conn.in_transaction
+        if not self.nested:
+            self.conn.execute("BEGIN IMMEDIATE")
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.nested:
+            return False
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+        return False
+
+
+def encode_cursor(rid: int) -> str:
+    return base64.urlsafe_b64encode(str(rid).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        value = int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+    except Exception:
+        raise ValueError("invalid cursor") from None
+    if value <= 0:
+        raise ValueError("invalid cursor")
+    return value
