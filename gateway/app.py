@@ -12,7 +12,7 @@ from . import content_api, ops, psa
 from .cache import ResponseCache
 from .config import Config
 from .errors import error_middleware
-from .ipfs.handler import handle_ipfs, handle_ipfs_root
+from .ipfs.handler import handle_ipfs, handle_ipfs_options, handle_ipfs_root
 from .keys import CACHE, CONFIG, ENGINE, METRICS, STORE
 from .metrics import Metrics, metrics_middleware
 
@@ -64,5 +64,6 @@ def create_app(config: Config, engine: StorageEngine | None = None) -> web.Appli
     app.router.add_get("/ipfs/", handle_ipfs_root)
     app.router.add_get("/ipfs/{cid}", handle_ipfs)
     app.router.add_get("/ipfs/{cid}/{path:.*}", handle_ipfs)
+    app.router.add_route("OPTIONS", "/ipfs/{tail:.*}", handle_ipfs_options)
     psa.setup(app)
     return app

@@ -59,11 +59,8 @@ async def serve(req: GatewayRequest, get_block) -> web.StreamResponse:
     except unixfs.NotTraversable as exc:
         raise HTTPError(400, "invalid_path", str(exc)) from None
     node = resolved.node
-    if entity_bytes is not None and node.kind == "file":
-        start, stop = unixfs.resolve_entity_range(entity_bytes, node.size)
-        if node.size and entity_bytes[0] >= 0 and entity_bytes[0] >= node.size:
-            raise bad_request(f"entity-bytes starts at {entity_bytes[0]}, past the end of a {node.size}-byte file",
-                              "invalid_entity_bytes")
+    # A range wholly past the end is answered like dag-scope=block (as Kubo does),
+    # so the client gets the root block and its blocksizes to see why.
 
     fingerprint = hashlib.sha256(
         f"{req.content_path}|{scope}|{entity_bytes}|dfs|{dups}".encode()

@@ -13,7 +13,7 @@ from storage.engine import BlockNotFound
 from ..errors import HTTPError, bad_request
 from ..keys import CACHE, ENGINE
 from . import block, car, unixfs_dir, unixfs_file
-from .headers import GatewayRequest, cache_key_for, etag_matches, not_modified
+from .headers import CORS, GatewayRequest, cache_key_for, etag_matches, not_modified
 
 SUPPORTED_FORMATS = {"raw", "car"}
 KNOWN_UNSUPPORTED = {"tar", "dag-json", "dag-cbor", "json", "cbor", "ipns-record"}
@@ -120,6 +120,11 @@ async def handle_ipfs(request: web.Request) -> web.StreamResponse:
 
 async def handle_ipfs_root(request: web.Request) -> web.Response:
     raise bad_request("a CID is required: /ipfs/{cid}[/{path}]", "invalid_cid")
+
+
+async def handle_ipfs_options(request: web.Request) -> web.Response:
+    """CORS preflight."""
+    return web.Response(status=200, headers=dict(CORS, **{"Access-Control-Max-Age": "86400"}))
 
 
 __all__ = ["handle_ipfs", "handle_ipfs_root", "BlockNotFound"]

@@ -10,6 +10,14 @@ from storage.cid import CID
 
 IMMUTABLE = "public, max-age=29030400, immutable"
 
+# Content-addressed data is public and verifiable: any origin may read it.
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type, Range, User-Agent, X-Requested-With",
+    "Access-Control-Expose-Headers": "Content-Length, Content-Range, X-Ipfs-Path, X-Ipfs-Roots, X-Stream-Output",
+}
+
 
 @dataclass
 class GatewayRequest:
@@ -38,14 +46,15 @@ def common_headers(req: GatewayRequest, roots: list[CID], etag: str) -> dict[str
         "X-Ipfs-Roots": ",".join(str(r) for r in roots),
         "Vary": "Accept, Accept-Encoding",
     }
+    headers.update(CORS)
     return headers
 
 
 def content_disposition(filename: str, attachment: bool) -> str:
+    """Both forms, as boxo sends them: a quoted ASCII fallback and RFC 5987 UTF-8."""
     kind = "attachment" if attachment else "inline"
-    ascii_name = filename.encode("ascii", "replace").decode().replace("?", "_").replace('"', "\\\"")
-    if ascii_name == filename:
-        return f'{kind}; filename="{ascii_name}"'
+    ascii_name = "".join(c if 0x20 <= ord(c) < 0x7F else "_" for c in filename)
+    ascii_name = quote(ascii_name, safe="!$&'()*+,;=:@-._~")
     return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 

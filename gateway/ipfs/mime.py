@@ -9,7 +9,7 @@ _EXTRA = {
     ".car": "application/vnd.ipld.car", ".woff2": "font/woff2", ".webmanifest": "application/manifest+json",
 }
 
-_TEXTUAL = ("text/", "application/javascript", "application/json", "image/svg+xml", "application/xml")
+_TEXTUAL = ("text/",)  # as Go's mime table (Kubo): charset only on text/*
 
 
 def from_name(name: str) -> str | None:

@@ -41,7 +41,8 @@ async def serve(req: GatewayRequest, resolved: unixfs.Resolved, get_block, engin
         index = None
     if index is not None and index.node.kind == "file":
         served = unixfs.Resolved(index.node, resolved.roots, resolved.path_blocks)
-        return await unixfs_file.serve(req, served, get_block, engine, cache, name="index.html")
+        return await unixfs_file.serve(req, served, get_block, engine, cache, name="index.html",
+                                       etag_cid=resolved.node.cid)  # as Kubo: the directory's CID
 
     node = resolved.node
     headers = common_headers(req, resolved.roots, f'"DirIndex-{LISTING_VERSION}_CID-{node.cid}"')

@@ -68,9 +68,9 @@ def send_bytes(req: GatewayRequest, headers: dict, body: bytes, cache: ResponseC
 
 
 async def serve(req: GatewayRequest, resolved: unixfs.Resolved, get_block, engine: StorageEngine,
-                cache: ResponseCache, name: str | None = None) -> web.StreamResponse:
+                cache: ResponseCache, name: str | None = None, etag_cid=None) -> web.StreamResponse:
     node = resolved.node
-    headers = common_headers(req, resolved.roots, f'"{node.cid}"')
+    headers = common_headers(req, resolved.roots, f'"{etag_cid or node.cid}"')
     if etag_matches(req.request.headers.get("If-None-Match"), headers["Etag"]):
         return not_modified(headers)
     if node.kind == "symlink":
@@ -84,7 +84,10 @@ async def serve(req: GatewayRequest, resolved: unixfs.Resolved, get_block, engin
         head = body[:512]
     else:
         head = b"".join([c async for c in unixfs.read_file(get_block, node, 0, 512)])
-    headers["Content-Type"] = mime.from_name(name) or mime.sniff(head)
+    ctype = mime.from_name(name) or mime.sniff(head)
+    if ctype.startswith("text/html;"):
+        ctype = "text/html"  # as boxo: let the browser work out an HTML page's charset (kubo#2203)
+    headers["Content-Type"] = ctype
     if req.filename or req.download:
         headers["Content-Disposition"] = content_disposition(req.filename or name or str(node.cid), req.download)
     if inline:
