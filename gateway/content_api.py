@@ -188,10 +188,13 @@ async def upload(request: web.Request) -> web.Response:
     if not request.content_length:
         request.app[METRICS].bytes_in += budget.used
     cid = result.root
+    # the record's size is the file's bytes; a directory's is its cumulative DAG size
+    root_node = await engine.stat(cid)
+    size = root_node.size if root_node.kind == "file" else result.size
     name = names[0] if len(names) == 1 and not options.wrap else (names[0].split("/")[0] if names else "")
     if len(names) == 1 and not options.wrap and ctype != "multipart/form-data" and not names[0]:
         name = ""
-    row = await store.run(store.put_content, owner, str(cid), name, result.size)
+    row = await store.run(store.put_content, owner, str(cid), name, size)
     return web.json_response(record_json(row), status=201)
 
 
