@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install what the test suite needs, idempotently:
+#   - a Python virtualenv at .venv with Hearth and its test extras
+#   - Kubo (built from its Go module, cached in ~/.cache/hearth/tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+KUBO_VERSION="${HEARTH_KUBO_VERSION:-v0.42.0}"
+TOOLS="${HEARTH_TOOLS_DIR:-$HOME/.cache/hearth/tools}"
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  for cand in python3.12 python3.11 python3; do
+    if command -v "$cand" >/dev/null && "$cand" -c 'import sys; sys.exit(0 if (3,11) <= sys.version_info[:2] < (3,13) else 1)'; then
+      PY="$cand"; break
+    fi
+  done
+fi
+[ -n "$PY" ] || { echo "need Python 3.11 or 3.12" >&2; exit 1; }
+
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=".venv/.hearth-installed"
+want="$(cat pyproject.toml | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e ".[test]"
+  echo "$want" > "$stamp"
+fi
+
+mkdir -p "$TOOLS"
+KUBO="$TOOLS/ipfs-$KUBO_VERSION"
+if [ ! -x "$KUBO" ]; then
+  command -v go >/dev/null || { echo "Go is needed to build Kubo $KUBO_VERSION" >&2; exit 1; }
+  echo "building Kubo $KUBO_VERSION (first run only, a few minutes)..." >&2
+  # Recent Kubo go.mod files carry exclude/replace directives that `go install pkg@v`
+  # refuses, so build inside the downloaded module instead.
+  dir="$(go mod download -json "github.com/ipfs/kubo@$KUBO_VERSION" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  (cd "$dir" && GOFLAGS=-mod=mod go build -o "$KUBO.tmp" ./cmd/ipfs)
+  mv "$KUBO.tmp" "$KUBO"
+fi
+"$KUBO" version >/dev/null
+echo "test dependencies ready: $(.venv/bin/python --version), $("$KUBO" version)" >&2
