@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 
 import aiohttp
 import pytest
@@ -159,3 +160,45 @@ async def test_bad_reads(node, url, status):
     assert resp.status == status
     resp = await node.delete("/api/v1/content/QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH", headers=node.auth)
     assert resp.status == 404
+
+
+def _car_of(kubo, tmp_path, data: bytes) -> tuple[str, bytes]:
+    p = tmp_path / "carsrc.bin"
+    p.write_bytes(data)
+    cid = kubo.ipfs("add", "-Q", "--pin=false", "--cid-version=1", str(p)).strip()
+    out = subprocess.run([kubo.bin, "dag", "export", cid], env=kubo.env, capture_output=True, check=True).stdout
+    return cid, out
+
+
+async def test_car_upload(node, kubo, tmp_path):
+    data = os.urandom(700_000)
+    cid, car = _car_of(kubo, tmp_path, data)
+    resp = await node.post("/api/v1/content", data=car, headers=dict(node.auth, **{"Content-Type": "application/vnd.ipld.car"}))
+    body = await resp.json()
+    assert resp.status == 201, body
+    assert body["cid"] == cid and body["roots"] == [cid] and body["size"] == len(data)
+    assert cid in kubo.ipfs("pin", "ls", "--type=recursive")
+    got = await node.get(f"/ipfs/{cid}")
+    assert await got.read() == data
+
+
+async def test_bad_car_upload_keeps_nothing(node, kubo, tmp_path):
+    from storage.car import encode_block, encode_header
+    from storage.cid import CID, RAW
+    headers = dict(node.auth, **{"Content-Type": "application/vnd.ipld.car"})
+    data = os.urandom(10_000)
+    good = CID.from_digest(data, RAW)
+    corrupt = encode_header([good]) + encode_block(good, data[:-1] + bytes([data[-1] ^ 1]))
+    truncated = encode_header([good]) + encode_block(good, data)[:-100]
+    other = os.urandom(100)
+    missing_root = encode_header([good]) + encode_block(CID.from_digest(other, RAW), other)
+    for body, word in [(corrupt, "does not match"), (truncated, "truncated"), (missing_root, "incomplete"),
+                       (b"", "empty"), (b"\x05garbage", "header")]:
+        resp = await node.post("/api/v1/content", data=body, headers=headers)
+        err = await resp.json()
+        assert resp.status == 400, err
+        assert word in err["error"]["message"], err
+    assert str(good) not in kubo.ipfs("pin", "ls", "--type=recursive")
+    assert kubo.ipfs("block", "stat", "--offline", str(good), check=False) == ""
+    page = await (await node.get("/api/v1/content", headers=node.auth)).json()
+    assert page["results"] == []

@@ -297,3 +297,11 @@ async def test_car_same_blocks_as_kubo(node, kubo):
             async with session.get(kubo.gateway_url + path, params={"format": "car", **params}) as theirs:
                 _, their_blocks = await parse_car(await theirs.read())
             assert [c for c, _ in our_blocks] == [c for c, _ in their_blocks], (path, params)
+
+
+async def test_network_mode_timeout_is_504(node_factory):
+    client = await node_factory("kubo", gateway__serve="network", gateway__retrieval_timeout=1)
+    resp = await client.get("/ipfs/bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy")
+    assert resp.status == 504, await resp.text()
+    assert resp.headers["Retry-After"]
+    assert (await resp.json())["error"]["code"] == "timeout"
