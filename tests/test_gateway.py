@@ -305,3 +305,37 @@ async def test_network_mode_timeout_is_504(node_factory):
     assert resp.status == 504, await resp.text()
     assert resp.headers["Retry-After"]
     assert (await resp.json())["error"]["code"] == "timeout"
+
+
+async def test_embedded_answers_exactly_like_kubo_engine(node_factory):
+    pytest.importorskip("storage.embedded")
+    kubo_node = await node_factory("kubo")
+    emb_node = await node_factory("embedded")
+    files = TREE | {"bin/big.bin": BIG, "bin/page.html": b"<!doctype html><p>x</p>"}
+    for params in ({"cid_version": 1}, {"cid_version": 0}):
+        a = await upload_tree(kubo_node, files, **params)
+        b = await upload_tree(emb_node, files, **params)
+        assert a["cid"] == b["cid"] and a["size"] == b["size"]
+        root = a["cid"]
+        cases = [
+            (f"/ipfs/{root}", {}), (f"/ipfs/{root}/", {}), (f"/ipfs/{root}/docs/", {}), (f"/ipfs/{root}/site/", {}),
+            (f"/ipfs/{root}/bin/big.bin", {}), (f"/ipfs/{root}/bin/big.bin", {"Range": "bytes=100-400000"}),
+            (f"/ipfs/{root}/bin/big.bin", {"Range": "bytes=99999999-"}),
+            (f"/ipfs/{root}/bin/page.html", {}), (f"/ipfs/{root}/nope", {}), (f"/ipfs/{root}/docs/readme.md/x", {}),
+            (f"/ipfs/{root}/bin/big.bin?format=raw", {}), (f"/ipfs/{root}?format=car", {}),
+            (f"/ipfs/{root}/bin/big.bin?format=car&dag-scope=entity&entity-bytes=1000:300000", {}),
+            (f"/ipfs/{root}/bin?format=car&dag-scope=block", {}),
+            (f"/ipfs/{root}/bin/big.bin", {"If-None-Match": "*"}),
+            (f"/ipfs/{root}/site/data/info.json?filename=x.json&download=true", {}),
+        ]
+        for path, headers in cases:
+            for method in ("GET", "HEAD"):
+                r1 = await kubo_node.request(method, path, headers=headers, allow_redirects=False)
+                r2 = await emb_node.request(method, path, headers=headers, allow_redirects=False)
+                b1, b2 = await r1.read(), await r2.read()
+                assert r1.status == r2.status, (method, path)
+                assert b1 == b2, (method, path)
+                strip = {"Date", "Server", "Content-Length"} if r1.status >= 400 else {"Date", "Server"}
+                h1 = {k: v for k, v in r1.headers.items() if k not in strip}
+                h2 = {k: v for k, v in r2.headers.items() if k not in strip}
+                assert h1 == h2, (method, path)
