@@ -1,0 +1,235 @@
+"""On-disk, content-addressed block store (flatfs layout, as Kubo's).
+
+Layout: ``<root>/<SHARD>/<KEY>.data`` where KEY is the RFC 4648 base32 (upper
+case, no padding) of the block's *multihash* and SHARD is the next-to-last two
+characters of KEY -- Kubo's ``/repo/flatfs/shard/v1/next-to-last/2``. Blocks are
+keyed by multihash, not CID, so the raw and dag-pb CIDs (v0 or v1) of the same
+bytes share one file, as in Kubo.
+
+Crash safety: a block is written to a temp file in its shard directory and then
+``os.replace``d onto its final name, so a file named by a hash is either the
+whole block or absent after a process crash. ``fsync`` is optional (off by
+default, as Kubo's flatfs ``sync: false`` default): without it a power loss may
+leave a renamed file short or empty. That can never be served: every read is
+checked against the multihash, a mismatching file raises CorruptBlock and is
+moved aside (``*.corrupt``) so the next add/import of that content rewrites it.
+
+Every method here is blocking: the engine calls them through ``asyncio.to_thread``
+in batches (a whole group of leaves per hop), never on the event loop.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ..cid import CID, IDENTITY, SHA2_256, decode_varint
+from ..engine import BlockNotFound, EngineError
+
+TMP_PREFIX = ".tmp-"
+SUFFIX = ".data"
+
+
+class CorruptBlock(EngineError):
+    """A stored block does not hash to its name: it is not served (maps to 502)."""
+
+    def __init__(self, cid: CID | str):
+        super().__init__(f"stored block {cid} is corrupt (hash mismatch); not served")
+        self.cid = cid
+
+
+def mh_key(mh: bytes) -> str:
+    return base64.b32encode(mh).decode("ascii").rstrip("=")
+
+
+def key_mh(key: str) -> bytes:
+    return base64.b32decode(key + "=" * (-len(key) % 8))
+
+
+def verify_mh(mh: bytes, data: bytes) -> bool:
+    code, p = decode_varint(mh, 0)
+    length, p = decode_varint(mh, p)
+    digest = mh[p:]
+    if code == SHA2_256:
+        return len(digest) == 32 and hashlib.sha256(data).digest() == digest
+    if code == IDENTITY:
+        return data == digest
+    return False
+
+
+class Blockstore:
+    def __init__(self, root: Path, fsync: bool = False):
+        self.root = Path(root)
+        self.fsync = fsync
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._dirs: set[str] = set()
+        self._counter = 0
+        self._counter_lock = threading.Lock()
+
+    # --- paths --------------------------------------------------------------
+    def path_for(self, mh: bytes) -> Path:
+        key = mh_key(mh)
+        return self.root / key[-3:-1] / (key + SUFFIX)
+
+    def _shard_dir(self, key: str) -> str:
+        d = os.path.join(self.root, key[-3:-1])
+        if d not in self._dirs:
+            os.makedirs(d, exist_ok=True)
+            self._dirs.add(d)
+        return d
+
+    def _tmp_name(self, d: str) -> str:
+        with self._counter_lock:
+            self._counter += 1
+            n = self._counter
+        return os.path.join(d, f"{TMP_PREFIX}{os.getpid()}-{threading.get_ident()}-{n}")
+
+    # --- writes -------------------------------------------------------------
+    def write_file(self, final: str, data, d: str) -> None:
+        """data: bytes-like, or a tuple of bytes-like parts (written with writev)."""
+        tmp = self._tmp_name(d)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            parts = [memoryview(p) for p in data] if isinstance(data, tuple) else [memoryview(data)]
+            parts = [p for p in parts if p.nbytes]
+            while parts:
+                n = os.writev(fd, parts)
+                while parts and n >= parts[0].nbytes:
+                    n -= parts[0].nbytes
+                    parts.pop(0)
+                if n:
+                    parts[0] = parts[0][n:]
+            if self.fsync:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        os.close(fd)
+        os.replace(tmp, final)
+
+    def put(self, mh: bytes, data) -> bool:
+        """Store data (bytes-like or tuple of parts) under mh; the caller vouches
+        that it hashes to mh. Returns False if the block was already there."""
+        key = mh_key(mh)
+        d = self._shard_dir(key)
+        final = os.path.join(d, key + SUFFIX)
+        if os.path.exists(final):
+            return False
+        self.write_file(final, data, d)
+        return True
+
+    def put_many(self, blocks: Iterable[tuple[bytes, object]]) -> int:
+        return sum(1 for mh, data in blocks if self.put(mh, data))
+
+    def adopt(self, mh: bytes, src: str) -> None:
+        """Move an already-written (and verified) file into place (CAR import)."""
+        key = mh_key(mh)
+        d = self._shard_dir(key)
+        final = os.path.join(d, key + SUFFIX)
+        if os.path.exists(final):
+            os.unlink(src)
+            return
+        os.replace(src, final)
+
+    def sync_dirs(self) -> None:
+        if not self.fsync:
+            return
+        for d in list(self._dirs):
+            try:
+                fd = os.open(d, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    # --- reads ------------------------------------------------------------------
+    def has(self, mh: bytes) -> bool:
+        if mh[:1] == b"\x00":  # identity multihash: the data is in the CID
+            return True
+        return self.path_for(mh).exists()
+
+    def get(self, cid: CID) -> bytes:
+        """The verified block; BlockNotFound if absent, CorruptBlock if damaged."""
+        mh = cid.multihash
+        if cid.hash_code == IDENTITY:
+            return cid.digest
+        path = self.path_for(mh)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise BlockNotFound(cid) from None
+        if not verify_mh(mh, data):
+            self._quarantine(path)
+            raise CorruptBlock(cid)
+        return data
+
+    def get_unverified_head(self, mh: bytes, n: int) -> bytes | None:
+        try:
+            with open(self.path_for(mh), "rb") as f:
+                return f.read(n)
+        except FileNotFoundError:
+            return None
+
+    def _quarantine(self, path: Path) -> None:
+        try:
+            os.replace(path, str(path) + ".corrupt")
+        except OSError:
+            pass
+
+    # --- enumeration / deletion ---------------------------------------------
+    def iter_keys(self) -> Iterator[tuple[bytes, str]]:
+        """(multihash, path) of every stored block."""
+        try:
+            shards = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return
+        for shard in shards:
+            if not shard.is_dir():
+                continue
+            with os.scandir(shard.path) as it:
+                for e in it:
+                    name = e.name
+                    if name.endswith(SUFFIX) and not name.startswith("."):
+                        try:
+                            mh = key_mh(name[: -len(SUFFIX)])
+                        except ValueError:
+                            continue
+                        yield mh, e.path
+
+    def remove_stale_temps(self, older_than: float | None = None) -> int:
+        """Remove leftover temp files (from a crash) and quarantined corrupt blocks.
+        older_than: seconds, None = all."""
+        import time
+
+        now = time.time()
+        n = 0
+        try:
+            shards = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return 0
+        for shard in shards:
+            if not shard.is_dir():
+                continue
+            with os.scandir(shard.path) as it:
+                for e in it:
+                    if e.name.startswith(TMP_PREFIX) or e.name.endswith(".corrupt"):
+                        try:
+                            if older_than is None or now - e.stat().st_mtime > older_than:
+                                os.unlink(e.path)
+                                n += 1
+                        except OSError:
+                            pass
+        return n
+
+    def count(self) -> int:
+        return sum(1 for _ in self.iter_keys())

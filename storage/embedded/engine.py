@@ -1,0 +1,341 @@
+"""EmbeddedEngine: the StorageEngine that keeps blocks on local disk, no daemon.
+
+    data_dir/blocks/       flatfs-style block files (blockstore.py)
+    data_dir/pins.sqlite   pin index (pins.py)
+    data_dir/staging/      CAR imports in progress (removed on failure/restart)
+
+Every disk access runs in a worker thread (asyncio.to_thread), batched so one
+thread hop covers many blocks where it matters (file import, CAR staging, gc).
+The engine has no network: pin(fetch=True) of content not on disk raises
+BlockNotFound, addresses() is empty, connect() does nothing.
+
+Choices: the pin index is SQLite (atomic, durable small transactions; see pins.py);
+blocks are not fsynced by default (``fsync=True`` to enable; reads verify every
+block, so a torn write after power loss is detected, never served; see
+blockstore.py); gc and concurrent adds are coordinated as described in gc.py.
+pins() lists the recursive and direct pins (roots), not the indirect ones.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import AsyncIterator, Awaitable, Callable
+
+from .. import dagpb, unixfs
+from ..car import CarReader, InvalidCAR
+from ..cid import CID, DAG_PB, IDENTITY, RAW
+from ..engine import (
+    AddedItem,
+    AddEntry,
+    AddOptions,
+    AddResult,
+    BlockNotFound,
+    EngineUnavailable,
+    InvalidContent,
+    PinInfo,
+    StorageEngine,
+)
+from . import gc as gcmod
+from .blockstore import Blockstore
+from .importer import HAMT_THRESHOLD, DirNode, Link, build_dir, import_file
+from .pins import DIRECT, RECURSIVE, PinIndex
+
+CAR_STAGE_BATCH = 8 << 20
+
+
+def _split_path(path: str) -> list[str]:
+    p = path.strip("/")
+    if not p:
+        raise InvalidContent(f"invalid upload path {path!r}")
+    parts = p.split("/")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise InvalidContent(f"invalid upload path {path!r}")
+    return parts
+
+
+def _dagpb_links(cid: CID, data: bytes) -> list[CID]:
+    """Links of a dag-pb block entering the store; InvalidContent unless it is valid
+    dag-pb in canonical order (Links before Data, as go-codec-dagpb requires). gc's
+    mark phase relies on that order to skip reading leaves (see gc.py)."""
+    try:
+        links = [l.cid for l in dagpb.decode_node(data).links]
+    except dagpb.InvalidNode as exc:
+        raise InvalidContent(f"block {cid} is not valid dag-pb: {exc}") from None
+    if links and data[:1] != b"\x12":
+        raise InvalidContent(f"block {cid} is not canonical dag-pb (Data before Links)")
+    return links
+
+
+class EmbeddedEngine(StorageEngine):
+    name = "embedded"
+
+    def __init__(self, data_dir: Path, *, fsync: bool = False, hamt_threshold: int = HAMT_THRESHOLD):
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Blockstore(self.data_dir / "blocks", fsync=fsync)
+        self.staging = self.data_dir / "staging"
+        self.pin_index = PinIndex(self.data_dir / "pins.sqlite")
+        self.protector = gcmod.Protector()
+        self.hamt_threshold = hamt_threshold
+        self._gc_lock = asyncio.Lock()
+        self._closed = False
+
+    # --- lifecycle ------------------------------------------------------------
+    async def start(self) -> None:
+        def clean():
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.store.remove_stale_temps(None)
+
+        await asyncio.to_thread(clean)
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await asyncio.to_thread(self.pin_index.close)
+
+    async def check_ready(self) -> None:
+        def ok():
+            return self.store.root.is_dir() and os.access(self.store.root, os.W_OK)
+
+        if self._closed or not await asyncio.to_thread(ok):
+            raise EngineUnavailable(f"embedded block store at {self.store.root} is not writable")
+
+    # --- blocks -----------------------------------------------------------------
+    async def get_block(self, cid: CID) -> bytes:
+        cid = CID.parse(cid)
+        if cid.hash_code == IDENTITY:
+            return cid.digest
+        return await asyncio.to_thread(self.store.get, cid)
+
+    async def has_block(self, cid: CID) -> bool:
+        cid = CID.parse(cid)
+        return await asyncio.to_thread(self.store.has, cid.multihash)
+
+    async def put_block(self, data: bytes, codec: int = RAW) -> CID:
+        data = bytes(data)
+        cid = CID.from_digest(data, codec=codec, version=1)
+        if codec == DAG_PB:
+            _dagpb_links(cid, data)
+        await asyncio.to_thread(self.store.put, cid.multihash, data)
+        return cid
+
+    # --- add ------------------------------------------------------------------------
+    async def add(self, entries: AsyncIterator[AddEntry], options: AddOptions) -> AddResult:
+        cid_version = options.cid_version
+        if cid_version not in (0, 1):
+            raise InvalidContent(f"unsupported cid_version {cid_version}")
+        raw_leaves = options.effective_raw_leaves
+        session = self.protector.open()
+        store, protector = self.store, self.protector
+
+        def sink(blocks):
+            protector.protect(session, [mh for mh, _ in blocks])
+            store.put_many(blocks)
+
+        try:
+            tree = DirNode()
+            items: list[AddedItem] = []
+            top: list[str] = []  # top-level names, in first-seen order
+            async for entry in entries:
+                parts = _split_path(entry.path)
+                if parts[0] not in tree.children and parts[0] not in top:
+                    top.append(parts[0])
+                node = tree
+                for i, part in enumerate(parts[:-1]):
+                    child = node.children.get(part)
+                    if child is None:
+                        child = node.children[part] = DirNode()
+                    elif not isinstance(child, DirNode):
+                        raise InvalidContent(f"{'/'.join(parts[: i + 1])!r} is a file, not a directory")
+                    node = child
+                name = parts[-1]
+                existing = node.children.get(name)
+                if entry.chunks is None:
+                    if existing is None:
+                        node.children[name] = DirNode()
+                    elif not isinstance(existing, DirNode):
+                        raise InvalidContent(f"{entry.path!r} given as both a file and a directory")
+                    continue
+                if existing is not None:
+                    raise InvalidContent(f"{entry.path!r} given twice")
+                link = await import_file(entry.chunks, sink, cid_version, raw_leaves)
+                node.children[name] = link
+                items.append(AddedItem("/".join(parts), link.cid, link.tsize))
+
+            dir_blocks: list[tuple[bytes, bytes]] = []
+
+            def build(node: DirNode, path: str) -> Link:
+                children = []
+                for name in sorted(node.children, key=lambda n: n.encode()):
+                    child = node.children[name]
+                    if isinstance(child, DirNode):
+                        child = build(child, f"{path}/{name}" if path else name)
+                    children.append((name, child))
+                link, blocks = build_dir(children, cid_version, self.hamt_threshold)
+                dir_blocks.extend(blocks)
+                items.append(AddedItem(path, link.cid, link.tsize))
+                return link
+
+            def build_all() -> Link:
+                # encoding/hashing directories is CPU work: keep it off the event loop too
+                if options.wrap:
+                    root = build(tree, "")
+                else:
+                    for name in sorted(top, key=lambda n: n.encode()):
+                        child = tree.children[name]
+                        if isinstance(child, DirNode):
+                            build(child, name)
+                    # Kubo emits files first, then directories bottom-up: the last item is the root
+                    last = items[-1]
+                    root = Link(last.cid, last.size, 0)
+                if dir_blocks:
+                    sink(dir_blocks)
+                self.store.sync_dirs()
+                return root
+
+            if not options.wrap and not top:
+                raise InvalidContent("nothing to add")
+            root = await asyncio.to_thread(build_all)
+            if options.pin:
+                async with self._gc_lock:
+                    await asyncio.to_thread(self.pin_index.add, [root.cid], RECURSIVE)
+                    self.protector.close(session)
+            return AddResult(root.cid, root.tsize, items)
+        finally:
+            self.protector.close(session)
+
+    # --- read --------------------------------------------------------------------
+    async def cat(self, cid: CID, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        cid = CID.parse(cid)
+        node = await unixfs.load(self.get_block, cid)
+        if node.kind != "file":
+            raise dagpb.InvalidNode(f"{cid} is a {node.kind}, not a file")
+        async for piece in unixfs.read_file(self.get_block, node, offset, length):
+            yield piece
+
+    # --- CAR import -------------------------------------------------------------------
+    async def import_car(self, read: Callable[[int], Awaitable[bytes]]) -> list[CID]:
+        stage = self.staging / uuid.uuid4().hex
+        await asyncio.to_thread(stage.mkdir, parents=True, exist_ok=True)
+        staged: dict[bytes, CID] = {}
+        links: dict[bytes, list[CID]] = {}
+
+        def write_batch(batch: list[tuple[CID, bytes]]):
+            for cid, data in batch:
+                mh = cid.multihash
+                if cid.codec == DAG_PB:
+                    ls = _dagpb_links(cid, data)
+                    if ls:
+                        links[mh] = ls
+                with open(stage / mh.hex(), "wb") as f:
+                    f.write(data)
+
+        try:
+            reader = CarReader(read)
+            try:
+                roots = await reader.read_header()
+                if not roots:
+                    raise InvalidContent("CAR has no roots")
+                batch: list[tuple[CID, bytes]] = []
+                size = 0
+                async for cid, data in reader.blocks():
+                    if cid.hash_code == IDENTITY or cid.multihash in staged:
+                        continue
+                    staged[cid.multihash] = cid
+                    batch.append((cid, data))
+                    size += len(data)
+                    if size >= CAR_STAGE_BATCH:
+                        await asyncio.to_thread(write_batch, batch)
+                        batch, size = [], 0
+                if batch:
+                    await asyncio.to_thread(write_batch, batch)
+            except InvalidCAR as exc:
+                raise InvalidContent(f"invalid CAR: {exc}") from None
+
+            def check_and_commit():
+                reach: list[bytes] = []
+                seen: set[bytes] = set()
+                stack = list(reversed(roots))
+                while stack:
+                    cid = stack.pop()
+                    mh = cid.multihash
+                    if cid.hash_code == IDENTITY or mh in seen:
+                        continue
+                    seen.add(mh)
+                    if mh in staged:
+                        reach.append(mh)
+                        if mh in links:
+                            stack.extend(links[mh])
+                        elif cid.codec == DAG_PB and staged[mh].codec != DAG_PB:
+                            stack.extend(_dagpb_links(cid, (stage / mh.hex()).read_bytes()))
+                        continue
+                    ls = gcmod.block_links(self.store, cid)
+                    if ls is None:
+                        what = "root block" if cid in roots else "block"
+                        raise InvalidContent(f"incomplete DAG: {what} {cid} is neither in the CAR nor on this node")
+                    stack.extend(ls)
+                for mh in reach:
+                    self.store.adopt(mh, str(stage / mh.hex()))
+                self.store.sync_dirs()
+                self.pin_index.add(roots, RECURSIVE)
+
+            async with self._gc_lock:
+                await asyncio.to_thread(check_and_commit)
+            return roots
+        finally:
+            await asyncio.to_thread(shutil.rmtree, stage, True)
+
+    # --- pins and gc ----------------------------------------------------------------------
+    async def pin(self, cid: CID, recursive: bool = True, fetch: bool = False) -> None:
+        cid = CID.parse(cid)
+
+        def check():
+            if not recursive:
+                if not self.store.has(cid.multihash):
+                    raise BlockNotFound(cid)
+                return
+            seen: set[bytes] = set()
+            stack = [cid]
+            while stack:
+                c = stack.pop()
+                if c.multihash in seen:
+                    continue
+                seen.add(c.multihash)
+                ls = gcmod.block_links(self.store, c)
+                if ls is None:
+                    raise BlockNotFound(c)
+                stack.extend(ls)
+
+        async with self._gc_lock:
+            await asyncio.to_thread(check)
+            await asyncio.to_thread(self.pin_index.add, [cid], RECURSIVE if recursive else DIRECT)
+
+    async def unpin(self, cid: CID) -> None:
+        cid = CID.parse(cid)
+        await asyncio.to_thread(self.pin_index.remove, cid)
+
+    async def pins(self) -> AsyncIterator[PinInfo]:
+        for cid, type_ in await asyncio.to_thread(self.pin_index.all):
+            yield PinInfo(cid, type_)
+
+    async def gc(self) -> int:
+        def run():
+            marked = gcmod.mark(self.store, self.pin_index.all())
+            removed = gcmod.sweep(self.store, self.protector, marked)
+            self.store.remove_stale_temps(3600)
+            return removed
+
+        async with self._gc_lock:
+            return await asyncio.to_thread(run)
+
+    # --- network (none) ------------------------------------------------------------------
+    async def addresses(self) -> list[str]:
+        return []
+
+    async def connect(self, multiaddr: str) -> None:
+        return None
+
