@@ -69,7 +69,7 @@ class AddOptions:
 class AddedItem:
     path: str  # "" for the wrapping directory
     cid: CID
-    size: int  # file bytes for files; cumulative DAG size for directories
+    size: int  # cumulative DAG size (as `ipfs add` reports it), for files and directories
 
 
 @dataclass(slots=True)
