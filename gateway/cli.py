@@ -92,14 +92,13 @@ def cmd_serve(config: Config) -> int:
     app = create_app(config)
     host, port = config["server"]["host"], config["server"]["port"]
 
-    async def announce(app: web.Application):
+    def announce(_banner: str) -> None:
+        # run_app calls this once the socket is listening, so the URL is live when logged
         log.info("Hearth serving on http://%s:%s (engine=%s, data_dir=%s)", host, port,
                  config["storage"]["engine"], config.data_dir)
-
-    app.on_startup.append(announce)
     # run_app stops accepting on SIGINT/SIGTERM and gives in-flight requests
     # shutdown_timeout seconds to finish; an upload cut short is never recorded.
-    web.run_app(app, host=host, port=port, print=None, shutdown_timeout=30, access_log=None,
+    web.run_app(app, host=host, port=port, print=announce, shutdown_timeout=30, access_log=None,
                 handle_signals=True)
     log.info("Hearth stopped")
     return 0
