@@ -12,6 +12,7 @@ from storage.car import encode_block, encode_header
 from storage.engine import BlockNotFound
 
 from ..errors import HTTPError, bad_request
+from .resolve import resolve_path
 from .headers import GatewayRequest, common_headers, content_disposition, etag_matches, not_modified
 
 
@@ -52,12 +53,7 @@ def car_options(req: GatewayRequest) -> tuple[str, tuple | None, str, str]:
 async def serve(req: GatewayRequest, get_block) -> web.StreamResponse:
     scope, entity_bytes, _order, dups = car_options(req)
     # Resolve the path first (before any byte is sent): a missing root is a 404.
-    try:
-        resolved = await unixfs.resolve(get_block, req.root, req.segments)
-    except unixfs.PathNotFound as exc:
-        raise HTTPError(404, "not_found", f"no link named {str(exc)!r} under {req.content_path}") from None
-    except unixfs.NotTraversable as exc:
-        raise HTTPError(400, "invalid_path", str(exc)) from None
+    resolved = await resolve_path(req, get_block)
     node = resolved.node
     # A range wholly past the end is answered like dag-scope=block (as Kubo does),
     # so the client gets the root block and its blocksizes to see why.

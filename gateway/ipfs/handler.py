@@ -13,6 +13,7 @@ from storage.engine import BlockNotFound
 from ..errors import HTTPError, bad_request
 from ..keys import CACHE, ENGINE
 from . import block, car, unixfs_dir, unixfs_file
+from .resolve import resolve_path
 from .headers import CORS, GatewayRequest, cache_key_for, etag_matches, not_modified
 
 SUPPORTED_FORMATS = {"raw", "car"}
@@ -97,12 +98,7 @@ async def handle_ipfs(request: web.Request) -> web.StreamResponse:
     if req.format == "car":
         return await car.serve(req, get_block)
 
-    try:
-        resolved = await unixfs.resolve(get_block, req.root, req.segments)
-    except unixfs.PathNotFound as exc:
-        raise HTTPError(404, "not_found", f"no link named {str(exc)!r} under {req.content_path}") from None
-    except unixfs.NotTraversable as exc:
-        raise HTTPError(400, "invalid_path", str(exc)) from None
+    resolved = await resolve_path(req, get_block)
 
     if req.format == "raw":
         return await block.serve(req, resolved, cache)

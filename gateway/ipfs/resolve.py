@@ -1,0 +1,16 @@
+"""Content path resolution for every response format, with its HTTP errors."""
+from __future__ import annotations
+
+from storage import unixfs
+
+from ..errors import HTTPError
+from .headers import GatewayRequest
+
+
+async def resolve_path(req: GatewayRequest, get_block) -> unixfs.Resolved:
+    try:
+        return await unixfs.resolve(get_block, req.root, req.segments)
+    except unixfs.PathNotFound as exc:
+        raise HTTPError(404, "not_found", f"no link named {str(exc)!r} under {req.content_path}") from None
+    except unixfs.NotTraversable as exc:
+        raise HTTPError(400, "invalid_path", str(exc)) from None
