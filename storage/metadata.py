@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -224,23 +224,33 @@ class MetadataStore:
         return bool(self.db.execute("SELECT 1 FROM pins WHERE key = ? AND status != 'failed' LIMIT 1", [key]).fetchone())
 
     # --- pin requests (Pinning Services API) ------------------------------------------
-    def create_pin(self, owner: str, cid: str, name: str | None, origins: list[str], meta: dict) -> dict:
-        now = utcnow()
-        row = {
+    def _new_pin_row(self, owner: str, cid: str, name: str | None, origins: list[str], meta: dict) -> dict:
+        """A fresh 'queued' row. Call inside a transaction: `created` is made unique per owner
+        (millisecond precision; PSA pagination by `before` needs unique values)."""
+        ms = time.time_ns() // 1_000_000
+        last = self.db.execute("SELECT MAX(created_ns) FROM pins WHERE owner = ?", [owner]).fetchone()[0]
+        if last is not None and last // 1_000_000 >= ms:
+            ms = last // 1_000_000 + 1
+        created = (datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=ms)).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z")
+        return {
             "requestid": str(uuid.uuid4()),
             "owner": owner,
             "cid": cid,
             "key": record_key(cid),
             "name": name,
             "status": "queued",
-            "created": now,
-            "created_ns": time.time_ns(),
+            "created": created,
+            "created_ns": ms * 1_000_000,
             "origins": json.dumps(origins),
             "meta": json.dumps(meta),
             "info": "{}",
-            "updated_at": now,
+            "updated_at": utcnow(),
         }
+
+    def create_pin(self, owner: str, cid: str, name: str | None, origins: list[str], meta: dict) -> dict:
         with self.transaction():
+            row = self._new_pin_row(owner, cid, name, origins, meta)
             self.db["pins"].insert(row)
         return self._pin_row(row)
 
@@ -255,21 +265,7 @@ class MetadataStore:
             if old is None:
                 return None
             self.db.execute("DELETE FROM pins WHERE requestid = ?", [requestid])
-            now = utcnow()
-            row = {
-                "requestid": str(uuid.uuid4()),
-                "owner": owner,
-                "cid": cid,
-                "key": record_key(cid),
-                "name": name,
-                "status": "queued",
-                "created": now,
-                "created_ns": time.time_ns(),
-                "origins": json.dumps(origins),
-                "meta": json.dumps(meta),
-                "info": "{}",
-                "updated_at": now,
-            }
+            row = self._new_pin_row(owner, cid, name, origins, meta)
             self.db["pins"].insert(row)
         return old, self._pin_row(row)
 
@@ -291,20 +287,20 @@ class MetadataStore:
             where.append(f"key IN ({','.join('?' * len(keys))})")
             args += keys
         if name is not None:
+            # SQLite's lower() folds ASCII only: case-insensitive matching uses Python's casefold
+            self.db.conn.create_function("hearth_fold", 1, _fold, deterministic=True)
             if match == "exact":
                 where.append("name = ?")
                 args.append(name)
             elif match == "iexact":
-                where.append("lower(name) = lower(?)")
+                where.append("hearth_fold(name) = ?")
+                args.append(_fold(name))
+            elif match == "partial":
+                where.append("instr(name, ?) > 0")
                 args.append(name)
-            else:
-                esc = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                if match == "partial":
-                    where.append("instr(name, ?) > 0")
-                    args.append(name)
-                else:  # ipartial
-                    where.append("lower(name) LIKE lower(?) ESCAPE '\\'")
-                    args.append(f"%{esc}%")
+            else:  # ipartial
+                where.append("instr(hearth_fold(name), ?) > 0")
+                args.append(_fold(name))
         if statuses:
             where.append(f"status IN ({','.join('?' * len(statuses))})")
             args += statuses
@@ -316,8 +312,10 @@ class MetadataStore:
             args.append(after)
         if meta:
             for k, v in meta.items():
-                where.append("json_extract(meta, ?) = ?")
-                args += ["$." + json.dumps(k), v]
+                # json_each, not json_extract: a JSON path cannot name every key (quotes, dots...)
+                where.append("EXISTS (SELECT 1 FROM json_each(pins.meta) WHERE json_each.key = ? AND json_each.value = ? "
+                             "AND json_each.type = 'text')")
+                args += [k, v]
         clause = " AND ".join(where)
         count = self.db.execute(f"SELECT COUNT(*) FROM pins WHERE {clause}", args).fetchone()[0]
         rows = self.db.query(f"SELECT * FROM pins WHERE {clause} ORDER BY created_ns DESC LIMIT ?", args + [limit])
@@ -349,6 +347,10 @@ class MetadataStore:
             if isinstance(out.get(k), str):
                 out[k] = json.loads(out[k])
         return out
+
+
+def _fold(text: str | None) -> str | None:
+    return text.casefold() if isinstance(text, str) else text
 
 
 class _Transaction:
