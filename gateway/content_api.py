@@ -6,13 +6,13 @@ from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 
-from storage.cid import CID, InvalidCID
+from storage.cid import CID, InvalidCID, record_key
 from storage.engine import AddEntry, AddOptions, InvalidContent, UploadTooLarge
 from storage.metadata import decode_cursor, encode_cursor
 
 from .auth import require_owner
 from .errors import HTTPError, bad_request
-from .keys import CACHE, CONFIG, ENGINE, METRICS, STORE
+from .keys import CACHE, CONFIG, ENGINE, METRICS, PIN_WORKER, STORE
 
 CAR_TYPES = ("application/vnd.ipld.car",)
 READ_CHUNK = 256 * 1024
@@ -107,7 +107,7 @@ async def upload(request: web.Request) -> web.Response:
         rows = []
         for root in roots:
             node = await engine.stat(root)
-            rows.append(await store.run(store.put_content, owner, str(root), request.query.get("filename", ""), node.size))
+            rows.append(await _record_pinned(request, owner, root, request.query.get("filename", ""), node.size))
         body = record_json(rows[0]) | {"roots": [r["cid"] for r in rows]}
         return web.json_response(body, status=201)
 
@@ -194,8 +194,18 @@ async def upload(request: web.Request) -> web.Response:
     name = names[0] if len(names) == 1 and not options.wrap else (names[0].split("/")[0] if names else "")
     if len(names) == 1 and not options.wrap and ctype != "multipart/form-data" and not names[0]:
         name = ""
-    row = await store.run(store.put_content, owner, str(cid), name, size)
+    row = await _record_pinned(request, owner, cid, name, size)
     return web.json_response(record_json(row), status=201)
+
+
+async def _record_pinned(request: web.Request, owner: str, cid: CID, name: str, size: int) -> dict:
+    """Write the record under the content's lock, then make sure the pin is there: a
+    Pinning API delete of the same content may have unpinned it since the add."""
+    store = request.app[STORE]
+    async with request.app[PIN_WORKER].key_lock(record_key(cid)):
+        row = await store.run(store.put_content, owner, str(cid), name, size)
+        await request.app[ENGINE].pin(cid)
+    return row
 
 
 def _parse_cid(text: str) -> CID:
@@ -242,12 +252,13 @@ async def delete_record(request: web.Request) -> web.Response:
     owner = await require_owner(request)
     cid = _parse_cid(request.match_info["cid"])
     store = request.app[STORE]
-    row, still_wanted = await store.run(store.remove_content, owner, str(cid))
+    row, _still_wanted = await store.run(store.remove_content, owner, str(cid))
     if row is None:
         raise HTTPError(404, "not_found", f"no content record for {cid}")
-    if not still_wanted:
-        await request.app[ENGINE].unpin(cid)
-        request.app[CACHE].clear()
+    # unpins every spelling (CIDv0/CIDv1) unless another record or pin request wants it;
+    # retried later if the engine is down
+    await request.app[PIN_WORKER].release(row["cid"], row["key"])
+    request.app[CACHE].clear()
     return web.json_response(record_json(row))
 
 

@@ -260,6 +260,11 @@ class PinWorker:
             if isinstance(r, EngineUnavailable):
                 raise r
 
+    def key_lock(self, key: str):
+        """Serialise pin/unpin decisions about one piece of content (also used by the
+        upload API, so an upload and a PSA delete of the same content cannot cross)."""
+        return self._key_lock(key)
+
     @contextlib.asynccontextmanager
     async def _key_lock(self, key: str):
         lock = self._key_locks.setdefault(key, asyncio.Lock())
