@@ -29,7 +29,27 @@ def make_engine(config: Config, metrics: Metrics) -> StorageEngine:
                           retrieval_timeout=config["gateway"]["retrieval_timeout"], observe=metrics.observe_engine)
     from storage.embedded import EmbeddedEngine
 
-    return EmbeddedEngine(config.data_dir)
+    return _observed(EmbeddedEngine(config.data_dir), metrics)
+
+
+def _observed(engine: StorageEngine, metrics: Metrics) -> StorageEngine:
+    """Time the embedded engine's calls for /metrics (the Kubo engine times its RPCs itself)."""
+    import functools
+    import time
+
+    for name in ("get_block", "has_block", "add", "pin", "unpin", "import_car", "gc"):
+        method = getattr(engine, name)
+
+        @functools.wraps(method)
+        async def timed(*args, __method=method, __name=name, **kwargs):
+            started = time.perf_counter()
+            try:
+                return await __method(*args, **kwargs)
+            finally:
+                metrics.observe_engine(__name, time.perf_counter() - started)
+
+        setattr(engine, name, timed)
+    return engine
 
 
 def create_app(config: Config, engine: StorageEngine | None = None) -> web.Application:

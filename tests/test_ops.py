@@ -17,7 +17,9 @@ async def test_healthz_readyz(node):
     assert resp.status == 200 and body["checks"] == {"database": "ok", "engine": "ok"}
 
 
-async def test_metrics(node):
+@pytest.mark.parametrize("engine", ["kubo", "embedded"])
+async def test_metrics(node_factory, engine):
+    node = await node_factory(engine)
     rec = await upload(node, b"metrics!", "m.txt")
     await node.get(f"/ipfs/{rec['cid']}")
     await node.get("/ipfs/not-a-cid")
