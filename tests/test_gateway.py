@@ -339,3 +339,11 @@ async def test_embedded_answers_exactly_like_kubo_engine(node_factory):
                 h1 = {k: v for k, v in r1.headers.items() if k not in strip}
                 h2 = {k: v for k, v in r2.headers.items() if k not in strip}
                 assert h1 == h2, (method, path)
+
+
+async def test_uri_protocol_handler_redirect(node):
+    cid = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+    resp = await node.get(f"/ipfs/?uri=ipfs://{cid}/a/b.txt", allow_redirects=False)
+    assert resp.status == 301 and resp.headers["Location"] == f"/ipfs/{cid}/a/b.txt"
+    for bad in ("http://x", "ipfs://nope", "ipfs://"):
+        assert (await node.get(f"/ipfs/?uri={bad}", allow_redirects=False)).status == 400

@@ -115,7 +115,20 @@ async def handle_ipfs(request: web.Request) -> web.StreamResponse:
 
 
 async def handle_ipfs_root(request: web.Request) -> web.Response:
-    raise bad_request("a CID is required: /ipfs/{cid}[/{path}]", "invalid_cid")
+    """`/ipfs/?uri=ipfs://{cid}/{path}` (the path gateway's protocol-handler form)
+    redirects to `/ipfs/{cid}/{path}`; anything else lacks a CID."""
+    uri = request.query.get("uri")
+    if uri is None:
+        raise bad_request("a CID is required: /ipfs/{cid}[/{path}]", "invalid_cid")
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme.lower() not in ("ipfs", "ipns") or not rest:
+        raise bad_request(f"uri must be ipfs://... or ipns://..., got {uri[:100]!r}", "invalid_uri")
+    if scheme.lower() == "ipfs":
+        try:
+            CID.parse(unquote(rest.split("/", 1)[0].split("?", 1)[0]))
+        except InvalidCID as exc:
+            raise bad_request(f"invalid CID in uri: {exc}", "invalid_cid") from None
+    raise web.HTTPMovedPermanently(f"/{scheme.lower()}/{rest}")
 
 
 async def handle_ipfs_options(request: web.Request) -> web.Response:
