@@ -347,3 +347,18 @@ async def test_uri_protocol_handler_redirect(node):
     assert resp.status == 301 and resp.headers["Location"] == f"/ipfs/{cid}/a/b.txt"
     for bad in ("http://x", "ipfs://nope", "ipfs://"):
         assert (await node.get(f"/ipfs/?uri={bad}", allow_redirects=False)).status == 400
+
+
+async def test_cached_responses_stay_correct(gw):
+    rec = await upload(gw, b"cache me" * 10, "c.txt")
+    url = f"/ipfs/{rec['cid']}"
+    for _ in range(2):  # the second round is served from the response cache
+        get = await gw.get(url)
+        assert get.status == 200 and await get.read() == b"cache me" * 10
+        head = await gw.head(url)
+        assert head.status == 200 and head.headers["Content-Length"] == "80"
+        raw = await gw.get(url, headers={"Accept": "application/vnd.ipld.raw"})
+        assert raw.headers["Content-Type"] == "application/vnd.ipld.raw"
+        part = await gw.get(url, headers={"Range": "bytes=0-4"})
+        assert part.status == 206 and await part.read() == b"cache"
+        assert (await gw.get(url, headers={"If-None-Match": get.headers["Etag"]})).status == 304

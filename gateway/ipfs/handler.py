@@ -72,17 +72,19 @@ def parse_request(request: web.Request) -> GatewayRequest:
 
 
 async def handle_ipfs(request: web.Request) -> web.StreamResponse:
-    req = parse_request(request)
-    engine = request.app[ENGINE]
     cache = request.app[CACHE]
-
-    if req.format != "car" and "Range" not in request.headers:
-        hit = cache.get(cache_key_for(req))
+    # Fast path first: an immutable response already built for this exact request
+    # (path, query, Accept) is served before any parsing.
+    if "Range" not in request.headers:
+        hit = cache.get(cache_key_for(request))
         if hit is not None:
             status, headers, body = hit
             if etag_matches(request.headers.get("If-None-Match"), headers.get("Etag", "")):
                 return not_modified(headers)
-            return web.Response(status=status, headers=headers, body=None if req.is_head else body)
+            return web.Response(status=status, headers=headers, body=body)  # aiohttp drops it for HEAD
+
+    req = parse_request(request)
+    engine = request.app[ENGINE]
 
     async def get_block(cid: CID) -> bytes:
         key = ("block", cid.codec, cid.multihash)

@@ -78,6 +78,7 @@ def not_modified(headers: dict[str, str]) -> web.Response:
     return web.Response(status=304, headers=keep)
 
 
-def cache_key_for(req: GatewayRequest):
-    r = req.request
-    return ("resp", r.rel_url.raw_path, r.rel_url.raw_query_string, req.format, tuple(sorted(req.car_params.items())))
+def cache_key_for(req: "GatewayRequest | web.Request"):
+    """The response-cache key: everything a response depends on (GET and HEAD share it)."""
+    r = req.request if isinstance(req, GatewayRequest) else req
+    return ("resp", r.rel_url.raw_path, r.rel_url.raw_query_string, r.headers.get("Accept", ""))
