@@ -6,6 +6,7 @@ the same whichever storage engine supplies the blocks.
 """
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Awaitable, Callable
 
@@ -13,6 +14,8 @@ from . import dagpb
 from .cid import CID, DAG_CBOR, DAG_JSON, DAG_PB, RAW, IDENTITY
 
 GetBlock = Callable[[CID], Awaitable[bytes]]
+
+READ_AHEAD = 8  # sibling blocks fetched concurrently while reading a file
 
 
 class PathNotFound(LookupError):
@@ -242,17 +245,35 @@ async def _read_range(get_block: GetBlock, node: Node, base: int, start: int, en
             yield fs.data[max(0, start - pos) : end - pos]
         pos = d_end
     sizes = fs.blocksizes
-    for i, link in enumerate(node.pb.links):
-        size = sizes[i] if i < len(sizes) else None
-        if size is not None and pos + size <= start:
-            pos += size
-            continue
-        if pos >= end:
-            return
-        child = await load(get_block, link.cid)
-        async for piece in _read_range(get_block, child, pos, start, end):
-            yield piece
-        pos += size if size is not None else child.size
+    links = node.pb.links
+    # Read ahead: fetch up to READ_AHEAD sibling blocks at once, so block reads (and
+    # the hash checks behind them) overlap with sending the bytes already read.
+    pending: dict[int, asyncio.Future] = {}
+    try:
+        for i, link in enumerate(links):
+            size = sizes[i] if i < len(sizes) else None
+            if size is not None and pos + size <= start:
+                pos += size
+                continue
+            if pos >= end:
+                return
+            ahead_pos = pos
+            for j in range(i, min(len(links), i + READ_AHEAD)):
+                if j >= len(sizes) or ahead_pos >= end:
+                    break
+                if j not in pending:
+                    pending[j] = asyncio.ensure_future(load(get_block, links[j].cid))
+                ahead_pos += sizes[j]
+            task = pending.pop(i, None)
+            child = await task if task is not None else await load(get_block, link.cid)
+            async for piece in _read_range(get_block, child, pos, start, end):
+                yield piece
+            pos += size if size is not None else child.size
+    finally:
+        for task in pending.values():
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending.values(), return_exceptions=True)
 
 
 # --- CAR walks ---------------------------------------------------------------
