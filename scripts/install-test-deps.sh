@@ -10,7 +10,7 @@ TOOLS="${HEARTH_TOOLS_DIR:-$HOME/.cache/hearth/tools}"
 PY="${PYTHON:-}"
 if [ -z "$PY" ]; then
   for cand in python3.12 python3.11 python3; do
-    if command -v "$cand" >/dev/null && "$cand" -c 'import sys; sys.exit(0 if (3,11) <= sys.version_info[:2] < (3,13) else 1)'; then
+    if command -v "$cand" >/dev/null && "$cand" -c 'import sys; sys.exit(0 if (3,11) <= sys.version_info[:2] < (3,13) else 1)' 2>/dev/null; then
       PY="$cand"; break
     fi
   done
