@@ -167,6 +167,7 @@ async def upload(request: web.Request) -> web.Response:
             if "/" in filename:
                 raise bad_request("filename for a raw body must not contain '/'", "invalid_filename")
         names.append(filename)
+        options.size_hint = request.content_length
 
         async def entries():
             yield AddEntry(filename or "file", stream(request.content))

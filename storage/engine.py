@@ -59,6 +59,7 @@ class AddOptions:
     raw_leaves: bool | None = None  # None: the default for cid_version
     wrap: bool = False
     pin: bool = True
+    size_hint: int | None = None  # exact byte count of a single-file upload, when known up front
 
     @property
     def effective_raw_leaves(self) -> bool:

@@ -192,11 +192,21 @@ class KuboEngine(StorageEngine):
             "progress": "false",
             "stream-channels": "true",
         }
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        body = _multipart_body(entries, boundary)
+        if options.size_hint is not None and not options.wrap:
+            # A single file of known size: send Content-Length, so neither side pays
+            # for chunked framing of the whole upload.
+            first = await anext(entries, None)
+            if first is not None and first.chunks is not None and "/" not in first.path:
+                headers["Content-Length"] = str(len(_part_head(boundary, first.path, "application/octet-stream"))
+                                                + options.size_hint + 2 + len(boundary) + 6)
+            body = _multipart_body(_prepend(first, entries), boundary)
         resp = await self._open(
             "add",
             params,
-            data=_multipart_body(entries, boundary),
-            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+            data=body,
+            headers=headers,
             timeout=max(self.timeout, 600),
         )
         items: list[AddedItem] = []
@@ -378,6 +388,21 @@ def _set_lowat(resp: aiohttp.ClientResponse, nbytes: int) -> None:
         pass
 
 
+def _part_head(boundary: str, path: str, ctype: str) -> bytes:
+    return (
+        f"--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="file"; filename="{quote(path, safe="")}"\r\n'
+        f"Content-Type: {ctype}\r\n\r\n"
+    ).encode()
+
+
+async def _prepend(first: AddEntry | None, rest: AsyncIterator[AddEntry]) -> AsyncIterator[AddEntry]:
+    if first is not None:
+        yield first
+    async for entry in rest:
+        yield entry
+
+
 async def _multipart_body(entries: AsyncIterator[AddEntry], boundary: str) -> AsyncIterator[bytes]:
     """A multipart/form-data body for Kubo's add, built while the upload streams in.
 
@@ -388,11 +413,7 @@ async def _multipart_body(entries: AsyncIterator[AddEntry], boundary: str) -> As
     b = boundary.encode()
 
     def part_head(path: str, ctype: str) -> bytes:
-        return (
-            b"--" + b + b"\r\n"
-            + f'Content-Disposition: form-data; name="file"; filename="{quote(path, safe="")}"\r\n'.encode()
-            + f"Content-Type: {ctype}\r\n\r\n".encode()
-        )
+        return _part_head(boundary, path, ctype)
 
     async for entry in entries:
         parts = entry.path.split("/")
