@@ -2,6 +2,7 @@
 block against its CID, and work out which linked blocks it lacks."""
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from dataclasses import dataclass, field
 from typing import IO, Awaitable, Callable
@@ -23,12 +24,17 @@ class CheckedCar:
 async def check_car(read: Callable[[int], Awaitable[bytes]], spool_dir: str | None = None,
                     on_block: Callable[[CID, bytes], Awaitable[None]] | None = None) -> CheckedCar:
     """Raises InvalidCAR for a malformed/truncated CAR or a block that fails its hash."""
-    spool = tempfile.TemporaryFile(dir=spool_dir)
+    spool = await asyncio.to_thread(tempfile.TemporaryFile, dir=spool_dir)
+    pending = bytearray()
 
     async def tee(n: int) -> bytes:
+        # spool in 1 MiB batches, written off the event loop
         chunk = await read(n)
-        if chunk:
-            spool.write(chunk)
+        pending.extend(chunk)
+        if len(pending) >= 1 << 20 or (not chunk and pending):
+            data = bytes(pending)
+            pending.clear()
+            await asyncio.to_thread(spool.write, data)
         return chunk
 
     reader = CarReader(tee)
@@ -53,5 +59,7 @@ async def check_car(read: Callable[[int], Awaitable[bytes]], spool_dir: str | No
         if key not in checked.present and key not in seen and c.hash_code != IDENTITY:
             seen.add(key)
             checked.dangling.append(c)
-    spool.seek(0)
+    if pending:
+        await asyncio.to_thread(spool.write, bytes(pending))
+    await asyncio.to_thread(spool.seek, 0)
     return checked
