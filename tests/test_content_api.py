@@ -202,3 +202,26 @@ async def test_bad_car_upload_keeps_nothing(node, kubo, tmp_path):
     assert kubo.ipfs("block", "stat", "--offline", str(good), check=False) == ""
     page = await (await node.get("/api/v1/content", headers=node.auth)).json()
     assert page["results"] == []
+
+
+async def test_car_upload_embedded_engine(node_factory, kubo, tmp_path):
+    """The same CAR upload contract on the embedded engine: a Kubo-made CAR imports and
+    serves the same bytes; bad CARs are 400 and leave nothing behind."""
+    client = await node_factory("embedded")
+    data = os.urandom(600_000)
+    cid, car = _car_of(kubo, tmp_path, data)
+    headers = dict(client.auth, **{"Content-Type": "application/vnd.ipld.car"})
+    resp = await client.post("/api/v1/content", data=car, headers=headers)
+    body = await resp.json()
+    assert resp.status == 201 and body["cid"] == cid and body["size"] == len(data)
+    assert await (await client.get(f"/ipfs/{cid}")).read() == data
+    blocks_dir = client.config.data_dir / "blocks"
+    before = sorted(p.name for p in blocks_dir.rglob("*") if p.is_file())
+    bad = bytearray(car)
+    bad[-1] ^= 1
+    for body in (bytes(bad), car[:-100]):
+        resp = await client.post("/api/v1/content", data=body, headers=headers)
+        assert resp.status == 400
+    assert sorted(p.name for p in blocks_dir.rglob("*") if p.is_file()) == before
+    page = await (await client.get("/api/v1/content", headers=client.auth)).json()
+    assert [r["cid"] for r in page["results"]] == [cid]
