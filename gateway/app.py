@@ -26,7 +26,8 @@ def make_engine(config: Config, metrics: Metrics) -> StorageEngine:
         from storage.kubo import KuboEngine
 
         return KuboEngine(storage["kubo_api"], timeout=storage["kubo_timeout"], offline_reads=local,
-                          retrieval_timeout=config["gateway"]["retrieval_timeout"], observe=metrics.observe_engine)
+                          retrieval_timeout=config["gateway"]["retrieval_timeout"], observe=metrics.observe_engine,
+                          gateway=storage["kubo_gateway"])
     from storage.embedded import EmbeddedEngine
 
     return _observed(EmbeddedEngine(config.data_dir), metrics)

@@ -11,7 +11,7 @@ from typing import Any
 DEFAULTS: dict[str, dict[str, Any]] = {
     "server": {"host": "127.0.0.1", "port": 8787, "data_dir": "~/.hearth", "log_level": "info"},
     "storage": {"engine": "embedded", "kubo_api": "http://127.0.0.1:5001", "kubo_timeout": 60,
-                "max_upload_bytes": 10 * 1024**3},
+                "kubo_gateway": "", "max_upload_bytes": 10 * 1024**3},
     "gateway": {"serve": "local", "retrieval_timeout": 30, "cache_bytes": 64 * 1024**2, "cache_max_item": 1024**2},
     "auth": {"anonymous_uploads": False},
     "pinning": {"workers": 4, "pin_timeout": 600},

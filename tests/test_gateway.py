@@ -362,3 +362,78 @@ async def test_cached_responses_stay_correct(gw):
         part = await gw.get(url, headers={"Range": "bytes=0-4"})
         assert part.status == 206 and await part.read() == b"cache"
         assert (await gw.get(url, headers={"If-None-Match": get.headers["Etag"]})).status == 304
+
+
+# --- the Kubo engine's gateway transport for file bytes ([storage] kubo_gateway) --------------
+async def test_kubo_gateway_transport_serves_same_bytes(node_factory):
+    from gateway.keys import ENGINE
+
+    via_gw = await node_factory("kubo")  # the session Kubo has Gateway.NoFetch = true
+    via_rpc = await node_factory("kubo", storage__kubo_gateway="off")
+    big = os.urandom(5 * 1024 * 1024 + 4321)  # long reads (>= 1 MiB) take the HTTP/1.0 path
+    for payload in (BIG, big):
+        rec = await upload(via_gw, payload, "f.bin")
+        url = f"/ipfs/{rec['cid']}"
+        size = len(payload)
+        for rng in (None, "bytes=0-", "bytes=0-99", "bytes=1000-", f"bytes={size - 10}-", "bytes=-5",
+                    "bytes=262140-262150", f"bytes=7-{size - 3}", "bytes=100-1200000"):
+            headers = {"Range": rng} if rng else {}
+            a = await via_gw.get(url, headers=headers)
+            b = await via_rpc.get(url, headers=headers)
+            body_a, body_b = await a.read(), await b.read()
+            assert a.status == b.status and a.status in (200, 206), rng
+            assert body_a == body_b, rng
+            assert a.headers.get("Content-Range") == b.headers.get("Content-Range"), rng
+        assert hashlib.sha256(body_a).digest() == hashlib.sha256(payload[100:1200001]).digest()
+    assert via_gw.server.app[ENGINE]._gw_url is not None  # the transport was really used
+    assert via_rpc.server.app[ENGINE]._gw_url is None
+
+
+async def test_kubo_gateway_transport_missing_block_and_fallback(kubo):
+    from storage.engine import BlockNotFound
+    from storage.kubo import KuboEngine
+
+    missing = CID.parse("bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy")
+    engine = KuboEngine(kubo.api_url)
+    await engine.start()
+    try:
+        assert await engine._gateway_url() == kubo.gateway_url
+        with pytest.raises(BlockNotFound):
+            [c async for c in engine.cat(missing, 0, 10)]
+    finally:
+        await engine.close()
+    # a gateway that cannot be reached: the RPC cat answers instead
+    data = b"fallback bytes " * 1000
+    cid = CID.parse(kubo.ipfs("add", "-Q", "--cid-version=1", input=data).strip())
+    engine = KuboEngine(kubo.api_url, gateway="http://127.0.0.1:9")
+    await engine.start()
+    try:
+        assert b"".join([c async for c in engine.cat(cid, 3, 100)]) == data[3:103]
+        assert engine._gw_url is None
+    finally:
+        await engine.close()
+
+
+def test_kubo_gateway_decision():
+    from storage.kubo import gateway_decision, multiaddr_to_url
+
+    api = "http://127.0.0.1:5001"
+    addr = "/ip4/127.0.0.1/tcp/8080"
+    # local-only reads: only if Kubo's gateway itself never fetches
+    assert gateway_decision("", addr, False, offline_reads=True, api_url=api) is None
+    assert gateway_decision("", addr, None, offline_reads=True, api_url=api) is None
+    assert gateway_decision("http://gw:1", addr, False, offline_reads=True, api_url=api) is None
+    assert gateway_decision("", addr, True, offline_reads=True, api_url=api) == "http://127.0.0.1:8080"
+    # network reads may fetch anyway
+    assert gateway_decision("", addr, False, offline_reads=False, api_url=api) == "http://127.0.0.1:8080"
+    assert gateway_decision("", [addr], None, offline_reads=False, api_url=api) == "http://127.0.0.1:8080"
+    assert gateway_decision("off", addr, True, offline_reads=True, api_url=api) is None
+    assert gateway_decision("http://gw:1/", addr, True, offline_reads=True, api_url=api) == "http://gw:1"
+    assert gateway_decision("", None, True, offline_reads=True, api_url=api) is None
+    assert gateway_decision("", "/unix/tmp/gw.sock", True, offline_reads=True, api_url=api) is None
+    assert multiaddr_to_url("/ip4/0.0.0.0/tcp/8080", api) == "http://127.0.0.1:8080"
+    assert multiaddr_to_url("/ip6/::1/tcp/8080", api) == "http://[::1]:8080"
+    assert multiaddr_to_url("/ip4/127.0.0.1/tcp/8080", "http://10.1.2.3:5001") == "http://10.1.2.3:8080"
+    assert multiaddr_to_url("/ip4/10.0.0.7/tcp/8080", api) == "http://10.0.0.7:8080"
+    assert multiaddr_to_url("/dns4/kubo/tcp/8080", api) == "http://kubo:8080"
+    assert multiaddr_to_url("/ip4/127.0.0.1/tcp/8080/tls/http", api) is None
