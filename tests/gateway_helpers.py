@@ -1,8 +1,6 @@
 """Helpers for gateway tests: upload fixtures and CAR parsing."""
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 
 from storage.car import CarReader
@@ -28,6 +26,7 @@ async def upload_tree(client, files: dict[str, bytes], **params) -> dict:
 
 
 def parse_car(data: bytes):
+    """Awaitable: (roots, [(cid, block), ...]) of a CAR held in memory, every block verified."""
     pos = 0
 
     async def read(n: int) -> bytes:
@@ -41,4 +40,4 @@ def parse_car(data: bytes):
         roots = await reader.read_header()
         return roots, [(c, d) async for c, d in reader.blocks()]
 
-    return asyncio.get_event_loop().run_until_complete(go()) if False else go()
+    return go()
