@@ -9,4 +9,3 @@ async def test_upload_and_get(node, kubo, tmp_path):
     resp = await node.get(f"/ipfs/{body['cid']}")
     assert resp.status == 200
     assert await resp.read() == data
-    print(dict(resp.headers))
