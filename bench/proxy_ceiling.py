@@ -10,7 +10,7 @@ Kubo can get to Kubo's own gateway on these 2 cores (2026-11-25: 1114-1166 vs
 
 Not a test and not product code: the node itself streams through aiohttp.
 """
-import asyncio, os, socket, sys, select, time, subprocess
+import asyncio, os, socket, sys, select, subprocess
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from aiohttp import web
 from tests.support.kubo import KuboDaemon, free_port

@@ -1,7 +1,9 @@
 """The application factory."""
 from __future__ import annotations
 
+import functools
 import logging
+import time
 
 from aiohttp import web
 
@@ -35,9 +37,6 @@ def make_engine(config: Config, metrics: Metrics) -> StorageEngine:
 
 def _observed(engine: StorageEngine, metrics: Metrics) -> StorageEngine:
     """Time the embedded engine's calls for /metrics (the Kubo engine times its RPCs itself)."""
-    import functools
-    import time
-
     for name in ("get_block", "has_block", "add", "pin", "unpin", "import_car", "gc"):
         method = getattr(engine, name)
 

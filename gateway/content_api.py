@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import posixpath
+from typing import AsyncIterator
 from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 
 from storage.cid import CID, InvalidCID, record_key
-from storage.engine import AddEntry, AddOptions, InvalidContent, UploadTooLarge
+from storage.engine import AddEntry, AddOptions, UploadTooLarge
 from storage.metadata import decode_cursor, encode_cursor
 
 from .auth import require_owner
@@ -83,7 +84,6 @@ async def upload(request: web.Request) -> web.Response:
     owner = await require_owner(request)
     config = request.app[CONFIG]
     engine = request.app[ENGINE]
-    store = request.app[STORE]
     limit = config["storage"]["max_upload_bytes"]
     if request.content_length is not None and request.content_length > limit:
         raise HTTPError(413, "too_large", f"upload of {request.content_length} bytes exceeds the limit of {limit} bytes")
@@ -114,7 +114,7 @@ async def upload(request: web.Request) -> web.Response:
     names: list[str] = []
     problems: list[Exception] = []
 
-    async def stream(source) -> "AsyncIterator[bytes]":
+    async def stream(source) -> AsyncIterator[bytes]:
         while True:
             try:
                 chunk = await source.read_chunk(READ_CHUNK) if isinstance(source, BodyPartReader) else await source.read(READ_CHUNK)
@@ -192,9 +192,7 @@ async def upload(request: web.Request) -> web.Response:
     # the record's size is the file's bytes; a directory's is its cumulative DAG size
     root_node = await engine.stat(cid)
     size = root_node.size if root_node.kind == "file" else result.size
-    name = names[0] if len(names) == 1 and not options.wrap else (names[0].split("/")[0] if names else "")
-    if len(names) == 1 and not options.wrap and ctype != "multipart/form-data" and not names[0]:
-        name = ""
+    name = names[0] if len(names) == 1 and not options.wrap else names[0].split("/")[0]
     row = await _record_pinned(request, owner, cid, name, size)
     return web.json_response(record_json(row), status=201)
 
@@ -253,7 +251,7 @@ async def delete_record(request: web.Request) -> web.Response:
     owner = await require_owner(request)
     cid = _parse_cid(request.match_info["cid"])
     store = request.app[STORE]
-    row, _still_wanted = await store.run(store.remove_content, owner, str(cid))
+    row = await store.run(store.remove_content, owner, str(cid))
     if row is None:
         raise HTTPError(404, "not_found", f"no content record for {cid}")
     # unpins every spelling (CIDv0/CIDv1) unless another record or pin request wants it;

@@ -375,14 +375,14 @@ async def replace_pin(request: web.Request, owner: str) -> web.Response:
 async def delete_pin(request: web.Request, owner: str) -> web.Response:
     rid = request.match_info["requestid"]
     store = request.app[STORE]
-    old, wanted = await store.run(store.delete_pin, owner, rid)
+    old = await store.run(store.delete_pin, owner, rid)
     if old is None:
         raise not_found(rid)
     worker: PinWorker = request.app[PIN_WORKER]
     await worker.cancel(rid)
     await worker.forget(rid)
-    if not wanted:
-        await worker.release(old["cid"], old["key"])  # engine down: retried by the worker
+    # unpins unless another record or request wants the content; engine down: retried later
+    await worker.release(old["cid"], old["key"])
     return web.Response(status=202)
 
 

@@ -205,18 +205,16 @@ class MetadataStore:
             sql, args = "SELECT * FROM content WHERE owner = ? AND id < ? ORDER BY id DESC LIMIT ?", [owner, cursor, limit]
         return list(self.db.query(sql, args))
 
-    def remove_content(self, owner: str, cid: str) -> tuple[dict | None, bool]:
-        """Mark removed. Returns (record, still_wanted): still_wanted is True while any
-        other live record or pin request keeps the same content."""
-        key = record_key(cid)
+    def remove_content(self, owner: str, cid: str) -> dict | None:
+        """Mark removed; the record, or None. Whether the content may be unpinned is
+        decided by `is_key_wanted`, under the caller's per-content lock."""
         with self.transaction():
             row = self.get_content(owner, cid)
             if row is None:
-                return None, True
+                return None
             if row["status"] != "removed":
                 self.db.execute("UPDATE content SET status = 'removed', removed_at = ? WHERE id = ?", [utcnow(), row["id"]])
-            wanted = self.is_key_wanted(key)
-        return self.get_content_by_id(row["id"]), wanted
+        return self.get_content_by_id(row["id"])
 
     def is_key_wanted(self, key: str) -> bool:
         if self.db.execute("SELECT 1 FROM content WHERE key = ? AND status = 'pinned' LIMIT 1", [key]).fetchone():
@@ -269,14 +267,14 @@ class MetadataStore:
             self.db["pins"].insert(row)
         return old, self._pin_row(row)
 
-    def delete_pin(self, owner: str, requestid: str) -> tuple[dict | None, bool]:
+    def delete_pin(self, owner: str, requestid: str) -> dict | None:
+        """Delete a pin request; the deleted row, or None."""
         with self.transaction():
             old = self.get_pin(owner, requestid)
             if old is None:
-                return None, True
+                return None
             self.db.execute("DELETE FROM pins WHERE requestid = ?", [requestid])
-            wanted = self.is_key_wanted(old["key"])
-        return old, wanted
+        return old
 
     def list_pins(self, owner: str, *, cids: list[str] | None = None, name: str | None = None, match: str = "exact",
                   statuses: list[str] | None = None, before: str | None = None, after: str | None = None,

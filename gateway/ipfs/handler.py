@@ -6,9 +6,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from storage import unixfs
 from storage.cid import CID, InvalidCID
-from storage.engine import BlockNotFound
 
 from ..errors import HTTPError, bad_request
 from ..keys import CACHE, ENGINE
@@ -137,5 +135,3 @@ async def handle_ipfs_options(request: web.Request) -> web.Response:
     """CORS preflight."""
     return web.Response(status=200, headers=dict(CORS, **{"Access-Control-Max-Age": "86400"}))
 
-
-__all__ = ["handle_ipfs", "handle_ipfs_root", "BlockNotFound"]
