@@ -13,7 +13,7 @@ from storage.metadata import decode_cursor, encode_cursor
 
 from .auth import require_owner
 from .errors import HTTPError, bad_request
-from .keys import CACHE, CONFIG, ENGINE, METRICS, PIN_WORKER, STORE
+from .keys import CONFIG, ENGINE, METRICS, PIN_WORKER, STORE
 
 CAR_TYPES = ("application/vnd.ipld.car",)
 READ_CHUNK = 256 * 1024
@@ -257,7 +257,6 @@ async def delete_record(request: web.Request) -> web.Response:
     # unpins every spelling (CIDv0/CIDv1) unless another record or pin request wants it;
     # retried later if the engine is down
     await request.app[PIN_WORKER].release(row["cid"], row["key"])
-    request.app[CACHE].clear()
     return web.json_response(record_json(row))
 
 

@@ -28,7 +28,7 @@ from aiohttp import web
 from storage.cid import CID, DAG_PB
 from storage.engine import BlockNotFound, EngineError, EngineTimeout, EngineUnavailable
 
-from .keys import CONFIG, ENGINE, STORE
+from .keys import CACHE, CONFIG, ENGINE, STORE
 
 log = logging.getLogger("hearth.pinning")
 
@@ -139,6 +139,8 @@ class PinWorker:
                 self._pending_unpins[key] = cid
                 return False
             self._pending_unpins.pop(key, None)
+            # unpinned content may be collected: stop serving it from memory
+            self.app[CACHE].clear()
             return True
 
     # --- the dispatcher --------------------------------------------------------------------
