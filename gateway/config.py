@@ -9,16 +9,25 @@ from pathlib import Path
 from typing import Any
 
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "server": {"host": "127.0.0.1", "port": 8787, "data_dir": "~/.hearth", "log_level": "info"},
+    "server": {"host": "127.0.0.1", "port": 8787, "data_dir": "~/.hearth", "log_level": "info", "public_url": "",
+               "header_timeout": 10, "body_idle_timeout": 30, "keepalive_timeout": 15, "max_connections": 1000},
     "storage": {"engine": "embedded", "kubo_api": "http://127.0.0.1:5001", "kubo_timeout": 60,
-                "kubo_gateway": "", "max_upload_bytes": 10 * 1024**3},
+                "kubo_gateway": "", "max_upload_bytes": 10 * 1024**3, "max_concurrent_uploads": 128,
+                "max_bytes": 10_000_000_000, "gc_watermark": 90, "gc_period": 3600, "fetch_gateways": []},
     "gateway": {"serve": "local", "retrieval_timeout": 30, "cache_bytes": 64 * 1024**2, "cache_max_item": 1024**2},
+    "outbound": {"allow_http": False, "allow_private": False, "timeout": 30, "max_response_bytes": 10 * 1024**2},
     "auth": {"anonymous_uploads": False},
     "pinning": {"workers": 4, "pin_timeout": 600},
 }
 
 CHOICES = {("storage", "engine"): {"embedded", "kubo"}, ("gateway", "serve"): {"local", "network"},
            ("server", "log_level"): {"debug", "info", "warning", "error"}}
+
+
+# integer keys with a range beyond "not negative"
+BOUNDS = {("storage", "gc_watermark"): (1, 100), ("server", "port"): (0, 65535),
+          ("server", "max_connections"): (1, None), ("storage", "max_concurrent_uploads"): (1, None),
+          ("server", "header_timeout"): (1, None), ("server", "body_idle_timeout"): (1, None)}
 
 
 class ConfigError(ValueError):
@@ -33,6 +42,12 @@ def _coerce(section: str, key: str, value: Any, like: Any) -> Any:
         if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
             return value.lower() in ("1", "true", "yes", "on")
         raise ConfigError(f"{name} must be true or false, got {value!r}")
+    if isinstance(like, list):
+        if isinstance(value, str):  # from the environment: comma-separated
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name} must be a list of strings, got {value!r}")
+        return list(value)
     if isinstance(like, int):
         try:
             out = int(value)
@@ -40,6 +55,9 @@ def _coerce(section: str, key: str, value: Any, like: Any) -> Any:
             raise ConfigError(f"{name} must be an integer, got {value!r}") from None
         if out < 0:
             raise ConfigError(f"{name} must not be negative")
+        low, high = BOUNDS.get((section, key), (0, None))
+        if out < low or (high is not None and out > high):
+            raise ConfigError(f"{name} must be between {low} and {high if high is not None else 'any'}, got {out}")
         return out
     if not isinstance(value, str):
         raise ConfigError(f"{name} must be a string, got {value!r}")
