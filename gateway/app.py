@@ -9,13 +9,14 @@ from aiohttp import web
 
 from storage.engine import StorageEngine
 from storage.metadata import MetadataStore
+from storage.pin_worker import PinWorker
 
 from . import content_api, ops, psa
 from .cache import ResponseCache
 from .config import Config
 from .errors import error_middleware
 from .ipfs.handler import handle_ipfs, handle_ipfs_options, handle_ipfs_root
-from .keys import CACHE, CONFIG, ENGINE, METRICS, STORE
+from .keys import CACHE, CONFIG, ENGINE, METRICS, PIN_WORKER, STORE
 from .metrics import Metrics, metrics_middleware
 
 log = logging.getLogger("hearth")
@@ -63,6 +64,9 @@ def create_app(config: Config, engine: StorageEngine | None = None) -> web.Appli
     app[CACHE] = ResponseCache(config["gateway"]["cache_bytes"], config["gateway"]["cache_max_item"])
     app[ENGINE] = engine if engine is not None else make_engine(config, metrics)
     app[STORE] = MetadataStore(config.data_dir / "hearth.sqlite")
+    # unpinned content may be collected: stop serving it from memory
+    app[PIN_WORKER] = PinWorker(app[STORE], app[ENGINE], workers=config["pinning"]["workers"],
+                                pin_timeout=config["pinning"]["pin_timeout"], on_released=app[CACHE].clear)
 
     async def store_ctx(app: web.Application):
         store = app[STORE]
@@ -76,8 +80,14 @@ def create_app(config: Config, engine: StorageEngine | None = None) -> web.Appli
         yield
         await app[ENGINE].close()
 
+    async def pin_worker_ctx(app: web.Application):
+        await app[PIN_WORKER].start()
+        yield
+        await app[PIN_WORKER].stop()
+
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(engine_ctx)
+    app.cleanup_ctx.append(pin_worker_ctx)
 
     ops.setup(app)
     content_api.setup(app)

@@ -5,6 +5,7 @@ from aiohttp import web
 
 from storage.engine import StorageEngine
 from storage.metadata import MetadataStore
+from storage.pin_worker import PinWorker
 
 from .cache import ResponseCache
 from .config import Config
@@ -15,4 +16,4 @@ STORE = web.AppKey("store", MetadataStore)
 ENGINE = web.AppKey("engine", StorageEngine)
 METRICS = web.AppKey("metrics", Metrics)
 CACHE = web.AppKey("cache", ResponseCache)
-PIN_WORKER = web.AppKey("pin_worker", object)
+PIN_WORKER = web.AppKey("pin_worker", PinWorker)

@@ -9,7 +9,7 @@
 Every endpoint needs a bearer token (the token's name owns the requests; no
 anonymous access here). Errors use the PSA's own shape,
 `{"error": {"reason": "...", "details": "..."}}`, never the node's.
-The pinning itself happens in the background: gateway/pin_worker.py.
+The pinning itself happens in the background: storage/pin_worker.py.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from storage.engine import EngineError, EngineTimeout, EngineUnavailable
 
 from .auth import authenticate, bearer_token
 from .keys import ENGINE, PIN_WORKER, STORE
-from .pin_worker import PinWorker
+from storage.pin_worker import PinWorker
 
 log = logging.getLogger("hearth.psa")
 
@@ -409,8 +409,6 @@ def _under_prefix(path: str) -> bool:
 # --- wiring ---------------------------------------------------------------------------------------------
 def setup(app: web.Application) -> None:
     app[DELEGATES] = Delegates()
-    worker = PinWorker(app)
-    app[PIN_WORKER] = worker
 
     app.router.add_get(f"{PREFIX}/pins", list_pins)
     app.router.add_post(f"{PREFIX}/pins", add_pin)
@@ -418,10 +416,3 @@ def setup(app: web.Application) -> None:
     app.router.add_post(f"{PREFIX}/pins/{{requestid}}", replace_pin)
     app.router.add_delete(f"{PREFIX}/pins/{{requestid}}", delete_pin)
     app.middlewares.append(psa_route_errors)  # innermost: sees the router's 404/405 first
-
-    async def pin_worker_ctx(app: web.Application):
-        await worker.start()
-        yield
-        await worker.stop()
-
-    app.cleanup_ctx.append(pin_worker_ctx)

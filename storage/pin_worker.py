@@ -23,12 +23,11 @@ import logging
 import time
 from collections import defaultdict
 
-from aiohttp import web
+from typing import Callable
 
-from storage.cid import CID, DAG_PB
-from storage.engine import BlockNotFound, EngineError, EngineTimeout, EngineUnavailable
-
-from .keys import CACHE, CONFIG, ENGINE, STORE
+from .cid import CID, DAG_PB
+from .engine import BlockNotFound, EngineError, EngineTimeout, EngineUnavailable, StorageEngine
+from .metadata import MetadataStore
 
 log = logging.getLogger("hearth.pinning")
 
@@ -47,13 +46,15 @@ def spellings(cid: CID) -> list[CID]:
 
 
 class PinWorker:
-    def __init__(self, app: web.Application, *, workers: int | None = None, pin_timeout: float | None = None,
-                 poll_interval: float = POLL_INTERVAL):
-        pinning = app[CONFIG]["pinning"]
-        self.app = app
-        self.workers = max(1, int(workers if workers is not None else pinning["workers"]))
-        timeout = pin_timeout if pin_timeout is not None else pinning["pin_timeout"]
-        self.pin_timeout: float | None = float(timeout) if timeout else None  # 0: no limit
+    """on_released is called after content was unpinned (it may now be collected:
+    whoever caches it in memory should drop it)."""
+
+    def __init__(self, store: MetadataStore, engine: StorageEngine, *, workers: int = 4, pin_timeout: float = 600,
+                 poll_interval: float = POLL_INTERVAL, on_released: Callable[[], None] = lambda: None):
+        self.store, self.engine = store, engine
+        self.on_released = on_released
+        self.workers = max(1, int(workers))
+        self.pin_timeout: float | None = float(pin_timeout) if pin_timeout else None  # 0: no limit
         self.poll_interval = poll_interval
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task | None = None
@@ -126,26 +127,25 @@ class PinWorker:
     async def release(self, cid: str, key: str) -> bool:
         """Unpin content from the engine if no live record or pin request wants it.
         Returns False if the engine could not be reached (it is retried later)."""
-        store = self.app[STORE]
+        store = self.store
         async with self._key_lock(key):
             if await store.run(store.is_key_wanted, key):
                 self._pending_unpins.pop(key, None)
                 return True
             try:
                 for spelling in spellings(CID.parse(cid)):
-                    await self.app[ENGINE].unpin(spelling)
+                    await self.engine.unpin(spelling)
             except EngineError as exc:
                 log.warning("could not unpin %s (will retry): %s", cid, exc)
                 self._pending_unpins[key] = cid
                 return False
             self._pending_unpins.pop(key, None)
-            # unpinned content may be collected: stop serving it from memory
-            self.app[CACHE].clear()
+            self.on_released()
             return True
 
     # --- the dispatcher --------------------------------------------------------------------
     async def _run(self) -> None:
-        store = self.app[STORE]
+        store = self.store
         while True:
             self._wake.clear()
             try:
@@ -196,7 +196,7 @@ class PinWorker:
 
     # --- one request -------------------------------------------------------------------------
     async def _process(self, row: dict) -> None:
-        store, engine = self.app[STORE], self.app[ENGINE]
+        store, engine = self.store, self.engine
         rid, cid_text, key = row["requestid"], row["cid"], row["key"]
         settled = False
         try:
@@ -244,13 +244,13 @@ class PinWorker:
                 await self.forget(rid)
 
     async def _fail(self, rid: str, message: str) -> None:
-        store = self.app[STORE]
+        store = self.store
         log.info("pin request %s failed: %s", rid, message)
         await store.run(store.set_pin_status, rid, "failed", {"error": message})
 
     async def _connect(self, origins: list[str]) -> None:
         """Best effort: dial the peers the client says have the data."""
-        engine = self.app[ENGINE]
+        engine = self.engine
         limit = ORIGIN_CONNECT_TIMEOUT if self.pin_timeout is None else min(ORIGIN_CONNECT_TIMEOUT, self.pin_timeout)
         results = []
         try:
