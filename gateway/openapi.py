@@ -1,169 +1,469 @@
-"""The OpenAPI 3.0 document for every endpoint Hearth serves (kept in sync with
-the router by tests/test_openapi.py)."""
+"""The OpenAPI 3.0 document for every endpoint Hearth serves (kept equal to the
+router by tests/test_ops.py, validated by openapi-spec-validator in
+tests/test_openapi_strict.py).
+
+Strict on purpose, so a schema-based fuzzer finds every answer documented:
+every status each operation can send has a response with a schema (and its
+Retry-After / WWW-Authenticate / Allow headers), parameters carry the
+patterns, bounds and enums the node checks. A pattern never refuses a value
+the node accepts: where the node's check is finer than a regular expression
+(a CID's varints and multihash length), the pattern is the looser superset
+and the node answers the rest with a documented 400.
+"""
 from __future__ import annotations
 
-ERROR = {"$ref": "#/components/schemas/Error"}
+import base64
+import copy
+
+from storage.metadata import MAX_CURSOR_ID
+
+# --- patterns --------------------------------------------------------------------------------------
+# What storage/cid.py's CID.parse takes: a CIDv0 (46 base58btc characters, "Qm...") or a
+# multibase CIDv1. Its decoders are case-insensitive for base32/base36/base16, skip ASCII
+# whitespace in base16 and discard characters outside the alphabet in base64url, so those
+# branches are as loose as the decoder.
+_B58 = "1-9A-HJ-NP-Za-km-z"
+_CID_BRANCHES = (
+    rf"Qm[NP-Za-f][{_B58}]{{43}}",  # CIDv0: 0x1220 + 32 bytes is QmNLei78... to QmfZy5bv...
+    r"[bB][A-Za-z2-7=]+",      # base32 (lower case canonical: bafy..., bafk...)
+    r"[kK][0-9A-Za-z]+",       # base36
+    rf"z[{_B58}]+",            # base58btc
+    r"[fF][0-9A-Fa-f\s]+",     # base16
+    r"m[A-Za-z0-9+/=]+",       # base64
+)
+CID_PATTERN = "^(" + "|".join(_CID_BRANCHES + (r"u.+",)) + ")$"            # base64url
+CID_PATH_PATTERN = "^(" + "|".join(_CID_BRANCHES + (r"u[^/]+",)) + ")$"
+CID_LIST_ITEM_PATTERN = "^(" + "|".join(_CID_BRANCHES + (r"u[^,]+",)) + ")$"
 
 
-def _err(desc: str) -> dict:
-    return {"description": desc, "content": {"application/json": {"schema": ERROR}}}
+def _b64_digits(sets: list[str]) -> str:
+    """A regex for the unpadded base64url of the digit strings whose i-th digit is in
+    sets[i]. Each base64 character of a 3-digit group depends on one digit only (ASCII
+    digits are 0x30-0x39), so per-digit alternations compose; runs of identical groups
+    are folded into {n}."""
+    def b64(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    def alt(options) -> str:
+        options = sorted(set(options))
+        if all(len(o) == 1 for o in options):
+            return options[0] if len(options) == 1 else "[" + "".join(options) + "]"
+        return "(?:" + "|".join(options) + ")"
+
+    def group(g: list[str]) -> str:
+        if len(g) == 3:
+            return alt(b64(d + "00")[:2] for d in g[0]) + alt(b64("0" + d + "0")[2] for d in g[1]) + \
+                alt(b64("00" + d)[3] for d in g[2])
+        if len(g) == 2:
+            return alt(b64(d + "0")[:2] for d in g[0]) + alt(b64("0" + d)[2] for d in g[1])
+        return alt(b64(d)[:2] for d in g[0])
+
+    groups = [group(sets[i:i + 3]) for i in range(0, len(sets), 3)]
+    out, i = [], 0
+    while i < len(groups):
+        j = i
+        while j < len(groups) and groups[j] == groups[i]:
+            j += 1
+        out.append(groups[i] if j - i == 1 else f"(?:{groups[i]}){{{j - i}}}")
+        i = j
+    return "".join(out)
 
 
-def _psa_err(desc: str) -> dict:
-    return {"description": desc, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PSAFailure"}}}}
+def _cursor_pattern(max_id: int = MAX_CURSOR_ID) -> str:
+    """Exactly the cursors decode_cursor takes: base64url (unpadded) of a decimal id
+    in 1..max_id without leading zeros."""
+    digit, lead = "0123456789", "123456789"
+    top = str(max_id)
+    alts = [_b64_digits([lead] + [digit] * (n - 1)) for n in range(1, len(top))]  # fewer digits than max_id
+    for i in range(len(top)):  # as many digits as max_id: below it at digit i, then max_id itself
+        below = "".join(d for d in (lead if i == 0 else digit) if d < top[i])
+        if below:
+            alts.append(_b64_digits(list(top[:i]) + [below] + [digit] * (len(top) - i - 1)))
+    alts.append(_b64_digits(list(top)))
+    return "^(?:" + "|".join(alts) + ")$"
 
 
-CID_PARAM = {"name": "cid", "in": "path", "required": True, "schema": {"type": "string"}, "description": "CIDv0 or CIDv1"}
+CURSOR_PATTERN = _cursor_pattern()
+# a raw body's file name, as clean_relpath checks it: one segment, not '.' or '..', no
+# backslash, no C0/C1 control character
+_NAME_CHAR = r"[^/\\\x00-\x1f\x7f-\x9f]"
+FILENAME_PATTERN = rf"^((?!\.{{1,2}}$){_NAME_CHAR}+)?$"  # one segment, or "" for no name
+# Python's str.isspace(): what the node refuses inside a multiaddr
+_SPACE = r"\t-\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+MULTIADDR_PATTERN = rf"^(/[^/{_SPACE}]+){{2,}}$"
+# a Pin origin: a multiaddr, or an http(s) URL of a trustless gateway (a superset: the node
+# also wants a host and a valid port)
+ORIGIN_PATTERN = rf"^((/[^/{_SPACE}]+){{2,}}|[hH][tT][tT][pP][sS]?://[^{_SPACE}]+)$"
+STATUSES = ["queued", "pinning", "pinned", "failed"]
+
 BEARER = [{"bearer": []}]
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str, headers: dict | None = None) -> dict:
+    out = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _linked(response: dict, links: dict) -> dict:
+    return {**response, "links": links}
+
+
+# what a created resource leads to (OpenAPI links, for stateful clients and fuzzers)
+_BY_CID = {"cid": "$response.body#/cid"}
+CONTENT_LINKS = {
+    "GetRecord": {"operationId": "getContentRecord", "parameters": _BY_CID},
+    "DeleteRecord": {"operationId": "deleteContentRecord", "parameters": _BY_CID},
+    "GetContent": {"operationId": "getIpfsContent", "parameters": _BY_CID},
+}
+_BY_REQUESTID = {"requestid": "$response.body#/requestid"}
+PIN_LINKS = {
+    "GetPin": {"operationId": "getPin", "parameters": _BY_REQUESTID},
+    "ReplacePin": {"operationId": "replacePin", "parameters": _BY_REQUESTID},
+    "DeletePin": {"operationId": "deletePin", "parameters": _BY_REQUESTID},
+}
+
+RETRY_AFTER = {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}}
+WWW_AUTH = {"WWW-Authenticate": {"$ref": "#/components/headers/WWWAuthenticate"}}
+
+
+def _err(desc: str, headers: dict | None = None) -> dict:
+    return _json(_ref("Error"), desc, headers)
+
+
+def _psa_err(desc: str, headers: dict | None = None) -> dict:
+    return _json(_ref("Failure"), desc, headers)
+
+
+def _server_errors(err=_err) -> dict:
+    """What any operation may answer when the node itself is in trouble."""
+    return {"503": err("the storage engine is unavailable, or the node has too many open connections",
+                       RETRY_AFTER)}
+
+
+def _engine_errors(err=_err) -> dict:
+    """Operations that call the storage engine."""
+    return {
+        "502": err("the storage engine answered with an error", RETRY_AFTER),
+        **_server_errors(err),
+        "504": err("the storage engine timed out", RETRY_AFTER),
+    }
+
+
+def _auth_errors(err=_err) -> dict:
+    return {"401": err("missing, invalid or revoked bearer token", WWW_AUTH)}
+
+
+# --- parameters -------------------------------------------------------------------------------------
+CID_PARAM = {"name": "cid", "in": "path", "required": True, "description": "a CIDv0 or a multibase CIDv1",
+             "schema": {"type": "string", "pattern": CID_PATH_PATTERN, "example":
+                        "bafkreihpmniadc5qsmax7wcwvklsnmi4go34yttcn67vtws3uizssctbz4"}}
+PATH_PARAM = {"name": "path", "in": "path", "required": True, "description": "a path under the CID (no '.' or '..' segment)",
+              "schema": {"type": "string"}}
+REQID = {"name": "requestid", "in": "path", "required": True, "description": "a pin request's id (opaque)",
+         "schema": {"type": "string", "minLength": 1}}
 
 GATEWAY_PARAMS = [
     CID_PARAM,
-    {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["raw", "car"]}},
-    {"name": "filename", "in": "query", "schema": {"type": "string"}},
-    {"name": "download", "in": "query", "schema": {"type": "boolean"}},
-    {"name": "dag-scope", "in": "query", "schema": {"type": "string", "enum": ["block", "entity", "all"]}},
-    {"name": "entity-bytes", "in": "query", "schema": {"type": "string", "example": "0:1023"}},
-    {"name": "car-version", "in": "query", "schema": {"type": "string", "enum": ["1"]}},
-    {"name": "car-order", "in": "query", "schema": {"type": "string", "enum": ["dfs", "unk"]}},
-    {"name": "car-dups", "in": "query", "schema": {"type": "string", "enum": ["y", "n"]}},
-    {"name": "Accept", "in": "header", "schema": {"type": "string"}},
-    {"name": "Range", "in": "header", "schema": {"type": "string"}},
+    {"name": "format", "in": "query", "description": "response format: raw block or CAR ('' = as if absent)",
+     "schema": {"type": "string", "enum": ["raw", "car", ""]}},
+    {"name": "filename", "in": "query", "description": "name for Content-Disposition (no '/')",
+     "schema": {"type": "string", "pattern": "^[^/\\x00]+$"}},
+    {"name": "download", "in": "query", "description": "'true': Content-Disposition attachment; anything else: inline",
+     "schema": {"type": "string"}},
+    {"name": "dag-scope", "in": "query", "description": "CAR responses only (ignored otherwise)",
+     "schema": {"type": "string", "enum": ["block", "entity", "all"]}},
+    {"name": "entity-bytes", "in": "query", "description": "CAR responses only: from:to byte range of the entity",
+     "schema": {"type": "string", "pattern": "^[^:]+:[^:]+$", "example": "0:1023"}},
+    {"name": "car-version", "in": "query", "description": "CAR responses only", "schema": {"type": "string", "enum": ["1"]}},
+    {"name": "car-order", "in": "query", "description": "CAR responses only", "schema": {"type": "string", "enum": ["dfs", "unk"]}},
+    {"name": "car-dups", "in": "query", "description": "CAR responses only", "schema": {"type": "string", "enum": ["y", "n"]}},
+    {"name": "Range", "in": "header", "schema": {"type": "string", "example": "bytes=0-1023"}},
     {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
+    {"name": "Cache-Control", "in": "header", "description": "only-if-cached: 412 unless the root block is local",
+     "schema": {"type": "string"}},
 ]
 
+_IPFS_HEADERS = {
+    "Etag": {"schema": {"type": "string"}},
+    "X-Ipfs-Path": {"schema": {"type": "string"}},
+    "X-Ipfs-Roots": {"schema": {"type": "string"}},
+}
+_BYTES = {"schema": {"type": "string", "format": "binary"}}
 GATEWAY_RESPONSES = {
-    "200": {"description": "file bytes, directory listing, raw block or CAR stream"},
-    "206": {"description": "a single byte range"},
-    "301": {"description": "directory requested without a trailing slash"},
+    "200": {"description": "file bytes, directory listing, raw block or CAR stream", "headers": _IPFS_HEADERS,
+            "content": {"*/*": _BYTES}},
+    "206": {"description": "a single byte range", "headers": _IPFS_HEADERS, "content": {"*/*": _BYTES}},
+    "301": {"description": "directory requested without a trailing slash",
+            "headers": {"Location": {"required": True, "schema": {"type": "string"}}}},
     "304": {"description": "If-None-Match matched the Etag"},
     "400": _err("invalid CID, path or parameter"),
-    "404": _err("content not on this node"),
+    "404": _err("content not on this node, or no such path under it"),
     "412": _err("Cache-Control: only-if-cached and the root block is not local"),
     "416": _err("range not satisfiable"),
-    "503": _err("storage engine unavailable (Retry-After)"),
-    "504": _err("retrieval timed out"),
+    "501": _err("a codec this gateway cannot render (ask for format=raw or car)"),
+    **_engine_errors(),
 }
 
 
-def _gateway_op(summary: str, extra_params: list | None = None) -> dict:
+def _gateway_op(summary: str, extra_params: list | None = None, head: bool = False) -> dict:
+    responses = GATEWAY_RESPONSES
+    if head:  # no body, same statuses and headers
+        responses = {k: {kk: vv for kk, vv in v.items() if kk != "content"} for k, v in GATEWAY_RESPONSES.items()}
     return {"summary": summary, "tags": ["gateway"], "parameters": GATEWAY_PARAMS + (extra_params or []),
-            "responses": GATEWAY_RESPONSES}
+            "responses": responses}
 
 
-PATH_PARAM = {"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}
-REQID = {"name": "requestid", "in": "path", "required": True, "schema": {"type": "string"}}
+def _psa_list_params() -> list[dict]:
+    return [
+        {"name": "cid", "in": "query", "style": "form", "explode": False,
+         "description": "return pin objects for these CIDs (comma-separated, up to 10)",
+         "schema": {"type": "array", "minItems": 1, "maxItems": 10, "uniqueItems": True,
+                    "items": {"type": "string", "pattern": CID_LIST_ITEM_PATTERN}}},
+        {"name": "name", "in": "query", "description": "by name (see match)",
+         "schema": {"type": "string", "maxLength": 255}},
+        {"name": "match", "in": "query", "schema": _ref("TextMatchingStrategy")},
+        {"name": "status", "in": "query", "style": "form", "explode": False,
+         "description": "comma-separated statuses; without any filter (cid, name, status, before, after, meta) "
+                        "only pinned requests are listed",
+         "schema": {"type": "array", "minItems": 1, "maxItems": 4, "uniqueItems": True, "items": _ref("Status")}},
+        {"name": "before", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+        {"name": "after", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10}},
+        {"name": "meta", "in": "query", "description": "a JSON object: pins whose meta has these key/values",
+         "content": {"application/json": {"schema": _ref("PinMeta")}}},
+    ]
+
+
+def _schemas() -> dict:
+    cid = {"type": "string", "minLength": 1, "pattern": CID_PATTERN}
+    record = {"type": "object", "required": ["cid", "size", "name", "created_at", "pinned"],
+              "properties": {"cid": cid, "size": {"type": "integer", "minimum": 0}, "name": {"type": "string"},
+                             "created_at": {"type": "string", "format": "date-time"}, "pinned": {"type": "boolean"},
+                             "removed_at": {"type": "string", "format": "date-time"}}}
+    return {
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+            "type": "object", "required": ["code", "message"],
+            "properties": {"code": {"type": "string", "pattern": "^[a-z_]+$"}, "message": {"type": "string"}}}}},
+        "ContentRecord": record,
+        "UploadResult": {"allOf": [_ref("ContentRecord"), {"type": "object", "properties": {
+            "roots": {"type": "array", "items": cid, "minItems": 1, "description": "a CAR upload's roots"}}}]},
+        "ContentPage": {"type": "object", "required": ["results", "next_cursor"], "properties": {
+            "results": {"type": "array", "items": _ref("ContentRecord"), "maxItems": 1000},
+            "next_cursor": {"type": "string", "nullable": True, "pattern": CURSOR_PATTERN}}},
+        "Health": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+        "Readiness": {"type": "object", "required": ["status", "engine", "checks"], "properties": {
+            "status": {"type": "string", "enum": ["ready", "not ready"]}, "engine": {"type": "string"},
+            "checks": {"type": "object", "additionalProperties": {"type": "string"}}}},
+        "OperatorState": {"type": "object", "description": "engine, repo size, gc and reconciliation state",
+                          "additionalProperties": True},
+        # Pinning Services API v1.0.0 (its own schemas, tightened where the node is stricter)
+        "Failure": {"type": "object", "required": ["error"], "properties": {"error": {
+            "type": "object", "required": ["reason"],
+            "properties": {"reason": {"type": "string", "description": "mandatory string identifying the type of error",
+                                      "example": "BAD_REQUEST"},
+                           "details": {"type": "string"}}}}},
+        "Status": {"type": "string", "enum": STATUSES},
+        "TextMatchingStrategy": {"type": "string", "default": "exact", "enum": ["exact", "iexact", "partial", "ipartial"]},
+        "PinMeta": {"type": "object", "maxProperties": 1000, "additionalProperties": {"type": "string"}},
+        "StatusInfo": {"type": "object", "maxProperties": 1000, "additionalProperties": {"type": "string"}},
+        "Origins": {"type": "array", "maxItems": 20, "uniqueItems": True,
+                    "items": {"type": "string", "maxLength": 1024, "pattern": ORIGIN_PATTERN}},
+        "Delegates": {"type": "array", "maxItems": 20, "uniqueItems": True, "items": {"type": "string"}},
+        "Pin": {"type": "object", "required": ["cid"], "properties": {
+            "cid": cid, "name": {"type": "string", "maxLength": 255}, "origins": _ref("Origins"), "meta": _ref("PinMeta")}},
+        "PinStatus": {"type": "object", "required": ["requestid", "status", "created", "pin", "delegates"],
+                      "properties": {"requestid": {"type": "string"}, "status": _ref("Status"),
+                                     "created": {"type": "string", "format": "date-time"}, "pin": _ref("Pin"),
+                                     "delegates": _ref("Delegates"), "info": _ref("StatusInfo")}},
+        "PinResults": {"type": "object", "required": ["count", "results"], "properties": {
+            "count": {"type": "integer", "minimum": 0},
+            "results": {"type": "array", "items": _ref("PinStatus"), "maxItems": 1000}}},
+    }
+
+
+def _content_paths() -> dict:
+    record = _ref("ContentRecord")
+    bool_param = {"type": "string", "pattern": "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|0|1)$"}
+    return {
+        "/api/v1/content": {
+            "post": {
+                "summary": "Upload files (multipart 'file' parts, a raw body, or a CAR) and pin them",
+                "description": "Multipart filenames are taken as sent (never percent-decoded; `filename*` per "
+                               "RFC 5987 is decoded): a relative path, no control characters, no backslash.",
+                "tags": ["content"], "security": BEARER,
+                "parameters": [
+                    {"name": "cid_version", "in": "query", "schema": {"type": "string", "enum": ["0", "1"], "default": "1"}},
+                    {"name": "raw_leaves", "in": "query", "schema": bool_param},
+                    {"name": "wrap", "in": "query", "schema": bool_param},
+                    {"name": "filename", "in": "query",
+                     "description": "a raw body's file name (one segment); a CAR upload's record name",
+                     "schema": {"type": "string", "pattern": FILENAME_PATTERN}},
+                ],
+                "requestBody": {"required": False, "content": {
+                    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                                       "additionalProperties": False, "properties": {
+                        "file": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}}}}},
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                    "application/vnd.ipld.car": {"schema": {"type": "string", "format": "binary"}}}},
+                "responses": {
+                    "201": _linked(_json(_ref("UploadResult"), "created (a CAR upload also lists its roots)"),
+                                   CONTENT_LINKS),
+                    "400": _err("bad input: parameter, file name, multipart body, CAR"),
+                    **_auth_errors(),
+                    "413": _err("over max_upload_bytes (nothing is kept)"),
+                    **_engine_errors(),
+                },
+            },
+            "get": {
+                "summary": "The caller's content records, newest first", "tags": ["content"], "security": BEARER,
+                "parameters": [
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20}},
+                    {"name": "cursor", "in": "query", "description": "next_cursor of the previous page",
+                     "schema": {"type": "string", "pattern": CURSOR_PATTERN}}],
+                "responses": {"200": _json(_ref("ContentPage"), "a page"), "400": _err("bad parameter or cursor"),
+                              **_auth_errors(), **_server_errors()},
+            },
+        },
+        "/api/v1/content/{cid}": {
+            "parameters": [CID_PARAM],
+            "get": {"summary": "One content record", "operationId": "getContentRecord", "tags": ["content"],
+                    "security": BEARER,
+                    "responses": {"200": _json(record, "the record"), "400": _err("invalid CID"), **_auth_errors(),
+                                  "404": _err("no record for this CID"), **_server_errors()}},
+            "delete": {"summary": "Unpin; the record is kept, marked removed", "operationId": "deleteContentRecord",
+                       "tags": ["content"], "security": BEARER,
+                       "responses": {"200": _json(record, "the removed record"), "400": _err("invalid CID"),
+                                     **_auth_errors(), "404": _err("no record for this CID"), **_server_errors()}},
+        },
+    }
+
+
+def _operator_paths() -> dict:
+    auth = {**_auth_errors(), "403": _err("the token is not an operator token")}
+    return {
+        "/api/v1/operator/gc": {"post": {
+            "summary": "Collect garbage now", "tags": ["operator"], "security": BEARER,
+            "responses": {"200": _json(_ref("OperatorState"), "the gc result"), **auth, **_engine_errors()}}},
+        "/api/v1/operator/repo": {"get": {
+            "summary": "Repo size, blocks, pins, records, gc and reconciliation state", "tags": ["operator"],
+            "security": BEARER,
+            "responses": {"200": _json(_ref("OperatorState"), "the node's state"), **auth, **_engine_errors()}}},
+    }
+
+
+def _psa_paths() -> dict:
+    pin_status = _ref("PinStatus")
+    body = {"required": True, "content": {"application/json": {"schema": _ref("Pin")}}}
+    bad = _psa_err("bad request: invalid JSON (at most 1 MiB, 32 levels deep, no duplicate keys, no NaN), "
+                   "or an invalid Pin or parameter")
+    auth = _auth_errors(_psa_err)
+    too_large = _psa_err("the body is over 1 MiB")
+    return {
+        "/psa/pins": {
+            "get": {"summary": "List pin objects", "tags": ["pinning"], "security": BEARER,
+                    "description": "Newest first. When no filter is given (cid, name, status, before, after, meta), "
+                                   "only successful pins are returned.",
+                    "parameters": _psa_list_params(),
+                    "responses": {"200": _json(_ref("PinResults"), "Successful response (PinResults object)"),
+                                  "400": bad, **auth, **_server_errors(_psa_err)}},
+            "post": {"summary": "Add pin object", "tags": ["pinning"], "security": BEARER, "requestBody": body,
+                     "responses": {"202": _linked(_json(pin_status, "Successful response (PinStatus object)"),
+                                                  PIN_LINKS), "400": bad,
+                                   **auth, "413": too_large, **_server_errors(_psa_err)}},
+        },
+        "/psa/pins/{requestid}": {
+            "parameters": [REQID],
+            "get": {"summary": "Get pin object", "operationId": "getPin", "tags": ["pinning"], "security": BEARER,
+                    "responses": {"200": _json(pin_status, "Successful response (PinStatus object)"), **auth,
+                                  "404": _psa_err("no such pin request for this token"), **_server_errors(_psa_err)}},
+            "post": {"summary": "Replace pin object", "operationId": "replacePin", "tags": ["pinning"],
+                     "security": BEARER, "requestBody": body,
+                     "responses": {"202": _linked(_json(pin_status, "Successful response (the new PinStatus)"),
+                                                  PIN_LINKS), "400": bad,
+                                   **auth, "404": _psa_err("no such pin request for this token"), "413": too_large,
+                                   **_server_errors(_psa_err)}},
+            "delete": {"summary": "Remove pin object", "operationId": "deletePin", "tags": ["pinning"],
+                       "security": BEARER,
+                       "responses": {"202": {"description": "removed (no body)"}, **auth,
+                                     "404": _psa_err("no such pin request for this token"), **_server_errors(_psa_err)}},
+        },
+    }
+
+
+PARSER_400 = ("or a request the HTTP parser refuses before the app sees it (request line or a header "
+              "over 8190 bytes, malformed syntax): text/plain")
+
+
+def _with_parser_errors(doc: dict) -> dict:
+    """Any request can be refused by aiohttp's HTTP parser with a text/plain 400."""
+    doc = copy.deepcopy(doc)  # parts of it are module-level constants shared between operations
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    for item in doc["paths"].values():
+        for method, op in item.items():
+            if method == "parameters":
+                continue
+            resp = op["responses"].get("400")
+            if resp is None:
+                op["responses"]["400"] = {"description": PARSER_400[len("or "):]}
+                resp = op["responses"]["400"]
+                if method != "head":
+                    resp["content"] = dict(text)
+            else:
+                resp = op["responses"]["400"] = {**resp, "description": f"{resp['description']}; {PARSER_400}"}
+                if method != "head":
+                    resp["content"] = {**resp.get("content", {}), **text}
+            op["responses"] = dict(sorted(op["responses"].items()))
+    return doc
 
 
 def openapi_document() -> dict:
-    record = {"$ref": "#/components/schemas/ContentRecord"}
-    return {
+    return _with_parser_errors({
         "openapi": "3.0.3",
         "info": {"title": "Hearth", "version": "0.1.0",
-                 "description": "Self-hosted IPFS node: upload API, IPFS path/trustless gateway, Pinning Services API."},
+                 "description": "Self-hosted IPFS node: upload API, IPFS path/trustless gateway, Pinning Services API. "
+                                "Errors are JSON, {\"error\": {\"code\", \"message\"}} (the Pinning Services API: "
+                                "{\"error\": {\"reason\", \"details\"}}). The bearer-token API (/api/v1/..., /psa/...) "
+                                "answers CORS preflights and allows any origin, without credentials."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-                    "type": "object", "required": ["code", "message"],
-                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
-                "ContentRecord": {"type": "object", "required": ["cid", "size", "name", "created_at", "pinned"],
-                                  "properties": {"cid": {"type": "string"}, "size": {"type": "integer"},
-                                                 "name": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"},
-                                                 "pinned": {"type": "boolean"},
-                                                 "removed_at": {"type": "string", "format": "date-time"}}},
-                "PSAFailure": {"type": "object", "required": ["error"], "properties": {"error": {
-                    "type": "object", "required": ["reason"],
-                    "properties": {"reason": {"type": "string"}, "details": {"type": "string"}}}}},
-                "Pin": {"type": "object", "required": ["cid"], "properties": {
-                    "cid": {"type": "string"}, "name": {"type": "string", "maxLength": 255},
-                    "origins": {"type": "array", "items": {"type": "string"}, "maxItems": 20, "uniqueItems": True},
-                    "meta": {"type": "object", "additionalProperties": {"type": "string"}}}},
-                "PinStatus": {"type": "object", "required": ["requestid", "status", "created", "pin", "delegates"],
-                              "properties": {"requestid": {"type": "string"},
-                                             "status": {"type": "string", "enum": ["queued", "pinning", "pinned", "failed"]},
-                                             "created": {"type": "string", "format": "date-time"},
-                                             "pin": {"$ref": "#/components/schemas/Pin"},
-                                             "delegates": {"type": "array", "items": {"type": "string"}},
-                                             "info": {"type": "object", "additionalProperties": {"type": "string"}}}},
-                "PinResults": {"type": "object", "required": ["count", "results"], "properties": {
-                    "count": {"type": "integer"}, "results": {"type": "array", "items": {"$ref": "#/components/schemas/PinStatus"}}}},
+            "headers": {
+                "RetryAfter": {"description": "seconds to wait before retrying", "required": True,
+                               "schema": {"type": "string", "pattern": "^[0-9]+$"}},
+                "WWWAuthenticate": {"required": True, "schema": {"type": "string"}},
             },
+            "schemas": _schemas(),
         },
         "paths": {
-            "/healthz": {"get": {"summary": "Liveness", "tags": ["ops"], "responses": {"200": {"description": "alive"}}}},
+            "/healthz": {"get": {"summary": "Liveness", "tags": ["ops"],
+                                 "responses": {"200": _json(_ref("Health"), "alive")}}},
             "/readyz": {"get": {"summary": "Readiness (database and storage engine)", "tags": ["ops"],
-                                "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "tags": ["ops"], "responses": {"200": {"description": "text exposition format"}}}},
-            "/openapi.json": {"get": {"summary": "This document", "tags": ["ops"], "responses": {"200": {"description": "OpenAPI 3"}}}},
-            "/api/v1/content": {
-                "post": {
-                    "summary": "Upload files (multipart 'file' parts, a raw body, or a CAR) and pin them",
-                    "tags": ["content"], "security": BEARER,
-                    "parameters": [
-                        {"name": "cid_version", "in": "query", "schema": {"type": "integer", "enum": [0, 1], "default": 1}},
-                        {"name": "raw_leaves", "in": "query", "schema": {"type": "boolean"}},
-                        {"name": "wrap", "in": "query", "schema": {"type": "boolean", "default": False}},
-                        {"name": "filename", "in": "query", "schema": {"type": "string"}},
-                    ],
-                    "requestBody": {"content": {"multipart/form-data": {"schema": {"type": "object", "properties": {
-                        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
-                        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                        "application/vnd.ipld.car": {"schema": {"type": "string", "format": "binary"}}}},
-                    "responses": {"201": {"description": "created", "content": {"application/json": {"schema": record}}},
-                                  "400": _err("bad input"), "401": _err("missing or invalid token"),
-                                  "413": _err("over max_upload_bytes"), "503": _err("storage engine unavailable")},
-                },
-                "get": {
-                    "summary": "The caller's content records, newest first", "tags": ["content"], "security": BEARER,
-                    "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20}},
-                                   {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
-                    "responses": {"200": {"description": "a page", "content": {"application/json": {"schema": {
-                        "type": "object", "properties": {"results": {"type": "array", "items": record},
-                                                         "next_cursor": {"type": "string", "nullable": True}}}}}},
-                                  "400": _err("bad parameter"), "401": _err("missing or invalid token")},
-                },
-            },
-            "/api/v1/content/{cid}": {
-                "parameters": [CID_PARAM],
-                "get": {"summary": "One content record", "tags": ["content"], "security": BEARER,
-                        "responses": {"200": {"description": "the record", "content": {"application/json": {"schema": record}}},
-                                      "400": _err("invalid CID"), "401": _err("unauthorized"), "404": _err("no record")}},
-                "delete": {"summary": "Unpin; the record is kept, marked removed", "tags": ["content"], "security": BEARER,
-                           "responses": {"200": {"description": "the removed record", "content": {"application/json": {"schema": record}}},
-                                         "400": _err("invalid CID"), "401": _err("unauthorized"), "404": _err("no record")}},
-            },
-            "/ipfs/": {"get": {"summary": "Missing CID", "tags": ["gateway"], "responses": {"400": _err("a CID is required")}}},
-            "/ipfs/{cid}": {"get": _gateway_op("Content by CID"), "head": _gateway_op("Headers of content by CID")},
+                                "responses": {"200": _json(_ref("Readiness"), "ready"),
+                                              "503": _json(_ref("Readiness"), "not ready", RETRY_AFTER)}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics (text exposition format 0.0.4)", "tags": ["ops"],
+                                 "responses": {"200": {"description": "metrics", "content": {
+                                     "text/plain": {"schema": {"type": "string"}}}}}}},
+            "/openapi.json": {"get": {"summary": "This document", "tags": ["ops"],
+                                      "responses": {"200": _json({"type": "object"}, "OpenAPI 3.0")}}},
+            **_content_paths(),
+            **_operator_paths(),
+            "/ipfs/": {"get": {"summary": "No CID; ?uri=ipfs://{cid}/{path} redirects to /ipfs/{cid}/{path}",
+                               "tags": ["gateway"],
+                               "parameters": [{"name": "uri", "in": "query", "required": True, "schema": {
+                                   "type": "string", "pattern": "^([iI][pP][fF][sS]|[iI][pP][nN][sS])://.+$",
+                                   "example": "ipfs://bafkqaaa/"}}],
+                               "responses": {"301": {"description": "redirect for ?uri=", "headers": {
+                                   "Location": {"required": True, "schema": {"type": "string"}}}},
+                                   "400": _err("a CID is required, or the uri is not ipfs:// or ipns://")}}},
+            "/ipfs/{cid}": {"get": {**_gateway_op("Content by CID"), "operationId": "getIpfsContent"},
+                            "head": _gateway_op("Headers of content by CID", head=True)},
             "/ipfs/{cid}/{path}": {"get": _gateway_op("Content by CID and path", [PATH_PARAM]),
-                                   "head": _gateway_op("Headers of content by CID and path", [PATH_PARAM])},
-            "/psa/pins": {
-                "get": {"summary": "List pin objects", "tags": ["pinning"], "security": BEARER,
-                        "parameters": [
-                            {"name": "cid", "in": "query", "schema": {"type": "string"}, "description": "comma-separated, up to 10"},
-                            {"name": "name", "in": "query", "schema": {"type": "string"}},
-                            {"name": "match", "in": "query", "schema": {"type": "string", "enum": ["exact", "iexact", "partial", "ipartial"]}},
-                            {"name": "status", "in": "query", "schema": {"type": "string"}, "description": "comma-separated"},
-                            {"name": "before", "in": "query", "schema": {"type": "string", "format": "date-time"}},
-                            {"name": "after", "in": "query", "schema": {"type": "string", "format": "date-time"}},
-                            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10}},
-                            {"name": "meta", "in": "query", "schema": {"type": "string"}, "description": "JSON object"}],
-                        "responses": {"200": {"description": "PinResults", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PinResults"}}}},
-                                      "400": _psa_err("bad request"), "401": _psa_err("unauthorized")}},
-                "post": {"summary": "Add pin object", "tags": ["pinning"], "security": BEARER,
-                         "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Pin"}}}},
-                         "responses": {"202": {"description": "PinStatus", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PinStatus"}}}},
-                                       "400": _psa_err("bad request"), "401": _psa_err("unauthorized")}},
-            },
-            "/psa/pins/{requestid}": {
-                "parameters": [REQID],
-                "get": {"summary": "Get pin object", "tags": ["pinning"], "security": BEARER,
-                        "responses": {"200": {"description": "PinStatus"}, "401": _psa_err("unauthorized"), "404": _psa_err("not found")}},
-                "post": {"summary": "Replace pin object", "tags": ["pinning"], "security": BEARER,
-                         "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Pin"}}}},
-                         "responses": {"202": {"description": "PinStatus"}, "400": _psa_err("bad request"),
-                                       "401": _psa_err("unauthorized"), "404": _psa_err("not found")}},
-                "delete": {"summary": "Remove pin object", "tags": ["pinning"], "security": BEARER,
-                           "responses": {"202": {"description": "removed"}, "401": _psa_err("unauthorized"), "404": _psa_err("not found")}},
-            },
+                                   "head": _gateway_op("Headers of content by CID and path", [PATH_PARAM], head=True)},
+            **_psa_paths(),
         },
-    }
+    })

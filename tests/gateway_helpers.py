@@ -15,7 +15,9 @@ async def upload(client, data: bytes, filename: str = "file.bin", **params) -> d
 
 
 async def upload_tree(client, files: dict[str, bytes], **params) -> dict:
-    form = aiohttp.FormData()
+    # quote_fields=False: send the names as they are (aiohttp's default percent-encodes
+    # them, "a/b" -> "a%2Fb", and the node takes a multipart filename as sent)
+    form = aiohttp.FormData(quote_fields=False)
     for name, data in files.items():
         form.add_field("file", data, filename=name, content_type="application/octet-stream")
     qs = "&".join(f"{k}={v}" for k, v in {"wrap": "true", **params}.items())
