@@ -7,17 +7,23 @@ import time
 
 from aiohttp import web
 
+from outbound import GuardedClient
+from storage.collector import GarbageCollector
 from storage.engine import StorageEngine
 from storage.metadata import MetadataStore
 from storage.pin_worker import PinWorker
+from storage.reconcile import Reconciler
 
-from . import content_api, ops, psa
+from . import content_api, operator_api, ops, psa
 from .cache import ResponseCache
-from .config import Config
-from .errors import error_middleware
+from .config import Config, ConfigError
+from .cors import cors_middleware
+from .errors import error_middleware, quiet_client_faults
 from .ipfs.handler import handle_ipfs, handle_ipfs_options, handle_ipfs_root
-from .keys import CACHE, CONFIG, ENGINE, METRICS, PIN_WORKER, STORE
+from .data_dir import operator_key
+from .keys import CACHE, COLLECTOR, CONFIG, ENGINE, METRICS, OPERATOR_KEY, PIN_WORKER, RECONCILED, STORE
 from .metrics import Metrics, metrics_middleware
+from .peer_id import node_peer_id, own_delegate
 
 log = logging.getLogger("hearth")
 
@@ -30,10 +36,34 @@ def make_engine(config: Config, metrics: Metrics) -> StorageEngine:
 
         return KuboEngine(storage["kubo_api"], timeout=storage["kubo_timeout"], offline_reads=local,
                           retrieval_timeout=config["gateway"]["retrieval_timeout"], observe=metrics.observe_engine,
-                          gateway=storage["kubo_gateway"])
+                          gateway=storage["kubo_gateway"], pin_name=f"hearth-{node_peer_id(config.data_dir)}")
     from storage.embedded import EmbeddedEngine
 
-    return _observed(EmbeddedEngine(config.data_dir), metrics)
+    gateways = storage["fetch_gateways"]
+    if not local and not gateways:
+        log.warning('[gateway] serve = "network" but [storage] fetch_gateways is empty: the embedded engine '
+                    "has nowhere to fetch from, missing content is 404")
+    client = GuardedClient.from_settings(config["outbound"])
+    for url in gateways:
+        if url.lower().startswith("http://") and not client.allow_http:
+            log.warning("fetch gateway %s is plain http, which [outbound] allow_http = false refuses", url)
+    try:
+        engine = EmbeddedEngine(config.data_dir, fetch_gateways=gateways, client=client, network_reads=not local,
+                                retrieval_timeout=config["gateway"]["retrieval_timeout"],
+                                public_addresses=[public_multiaddr(config)])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return _observed(engine, metrics)
+
+
+def public_multiaddr(config: Config) -> str:
+    """The node's own HTTP address as a PSA delegate multiaddr ([server] public_url, else
+    host:port, with the node's peer ID: see peer_id.py)."""
+    server = config["server"]
+    try:
+        return own_delegate(server, config.data_dir)
+    except ValueError:
+        raise ConfigError(f"[server] public_url must be an http(s) URL, got {server['public_url']!r}") from None
 
 
 def _observed(engine: StorageEngine, metrics: Metrics) -> StorageEngine:
@@ -53,10 +83,13 @@ def _observed(engine: StorageEngine, metrics: Metrics) -> StorageEngine:
     return engine
 
 
-def create_app(config: Config, engine: StorageEngine | None = None) -> web.Application:
+def create_app(config: Config, engine: StorageEngine | None = None, *, background: bool = True) -> web.Application:
+    """background=False: no pin worker or scheduled gc (for CLI commands that set the
+    app up to work on the data dir without serving)."""
     metrics = Metrics()
+    quiet_client_faults()  # aiohttp logs malformed requests and disconnects as errors: debug lines instead
     app = web.Application(
-        middlewares=[metrics_middleware(metrics), error_middleware],
+        middlewares=[metrics_middleware(metrics), cors_middleware, error_middleware],
         client_max_size=1024**2,  # only for bodies read whole (JSON); uploads stream
     )
     app[CONFIG] = config
@@ -67,6 +100,12 @@ def create_app(config: Config, engine: StorageEngine | None = None) -> web.Appli
     # unpinned content may be collected: stop serving it from memory
     app[PIN_WORKER] = PinWorker(app[STORE], app[ENGINE], workers=config["pinning"]["workers"],
                                 pin_timeout=config["pinning"]["pin_timeout"], on_released=app[CACHE].clear)
+    storage = config["storage"]
+    # collected content must not be served from memory either
+    app[COLLECTOR] = GarbageCollector(app[ENGINE], max_bytes=storage["max_bytes"], watermark=storage["gc_watermark"],
+                                      period=storage["gc_period"], on_collected=app[CACHE].clear)
+    app[RECONCILED] = Reconciler(app[STORE], app[ENGINE], app[PIN_WORKER])
+    app[OPERATOR_KEY] = operator_key(config.data_dir)
 
     async def store_ctx(app: web.Application):
         store = app[STORE]
@@ -80,17 +119,32 @@ def create_app(config: Config, engine: StorageEngine | None = None) -> web.Appli
         yield
         await app[ENGINE].close()
 
+    async def reconcile_ctx(app: web.Application):
+        # before the server accepts requests: no upload can race it
+        await app[RECONCILED].start()
+        yield
+        await app[RECONCILED].stop()
+
     async def pin_worker_ctx(app: web.Application):
         await app[PIN_WORKER].start()
         yield
         await app[PIN_WORKER].stop()
 
+    async def collector_ctx(app: web.Application):
+        await app[COLLECTOR].start()
+        yield
+        await app[COLLECTOR].stop()
+
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(engine_ctx)
-    app.cleanup_ctx.append(pin_worker_ctx)
+    app.cleanup_ctx.append(reconcile_ctx)
+    if background:
+        app.cleanup_ctx.append(pin_worker_ctx)
+        app.cleanup_ctx.append(collector_ctx)
 
     ops.setup(app)
     content_api.setup(app)
+    operator_api.setup(app)
     app.router.add_get("/ipfs/", handle_ipfs_root)
     app.router.add_get("/ipfs/{cid}", handle_ipfs)
     app.router.add_get("/ipfs/{cid}/{path:.*}", handle_ipfs)

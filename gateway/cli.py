@@ -5,8 +5,6 @@ import argparse
 import logging
 import sys
 
-from aiohttp import web
-
 from storage.metadata import MetadataStore
 
 from .config import Config, ConfigError, load_config
@@ -28,12 +26,25 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = token.add_subparsers(dest="token_command", required=True)
     create = tsub.add_parser("create", help="create a token and print it once")
     create.add_argument("--name", required=True)
+    create.add_argument("--operator", action="store_true",
+                        help="the token may also run gc and read the repo state (/api/v1/operator/...)")
     _common(create)
     lst = tsub.add_parser("list", help="list tokens (never their secrets)")
     _common(lst)
     revoke = tsub.add_parser("revoke", help="revoke a token")
     revoke.add_argument("name")
     _common(revoke)
+    gc = sub.add_parser("gc", help="remove blocks no pin protects (asks the running node, if there is one)")
+    _common(gc)
+    gc.add_argument("--json", action="store_true", help="print the result as JSON")
+    repo = sub.add_parser("repo", help="the node's store")
+    rsub = repo.add_subparsers(dest="repo_command", required=True)
+    stat = rsub.add_parser("stat", help="size, blocks, pins, records, gc and reconciliation state")
+    _common(stat)
+    stat.add_argument("--json", action="store_true", help="print JSON")
+    verify = rsub.add_parser("verify", help="check every block of every live record and pin request "
+                                            "(present, and hashing to its CID); exit 1 if any is not")
+    _common(verify)
     return parser
 
 
@@ -59,7 +70,7 @@ def cmd_token(args, config: Config) -> int:
     try:
         if args.token_command == "create":
             try:
-                token = store.create_token(args.name)
+                token = store.create_token(args.name, "operator" if args.operator else "user")
             except ValueError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
@@ -71,7 +82,7 @@ def cmd_token(args, config: Config) -> int:
                 print("no tokens")
             for r in rows:
                 state = f"revoked {r['revoked_at']}" if r["revoked_at"] else "active"
-                print(f"{r['name']}\tcreated {r['created_at']}\tlast used {r['last_used_at'] or 'never'}\t{state}")
+                print(f"{r['name']}\t{r['scope']}\tcreated {r['created_at']}\tlast used {r['last_used_at'] or 'never'}\t{state}")
         elif args.token_command == "revoke":
             if not store.revoke_token(args.name):
                 print(f"error: no active token named {args.name!r}", file=sys.stderr)
@@ -83,23 +94,184 @@ def cmd_token(args, config: Config) -> int:
 
 
 def cmd_serve(config: Config) -> int:
+    import asyncio
+
     from .app import create_app
+    from .data_dir import DataDirBusy, DataDirLock, remove_api_file, write_api_file
+    from .log_config import configure_logging
+    from .server import Limits, fit_connections_to_fd_limit, serve
 
-    logging.basicConfig(level=config["server"]["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(config["server"]["log_level"])
     log = logging.getLogger("hearth")
-    app = create_app(config)
-    host, port = config["server"]["host"], config["server"]["port"]
+    server = config["server"]
+    host, port = server["host"], server["port"]
+    try:
+        lock = DataDirLock(config.data_dir).acquire()
+    except DataDirBusy as exc:
+        log.error("%s: stop it first, or give this node another --data-dir", exc)
+        return 1
+    limits = Limits(header_timeout=server["header_timeout"], body_idle_timeout=server["body_idle_timeout"],
+                    keepalive_timeout=server["keepalive_timeout"],
+                    max_connections=fit_connections_to_fd_limit(
+                        server["max_connections"], engine_fds=160 if config["storage"]["engine"] == "kubo" else 32))
 
-    def announce(_banner: str) -> None:
-        # run_app calls this once the socket is listening, so the URL is live when logged
-        log.info("Hearth serving on http://%s:%s (engine=%s, data_dir=%s)", host, port,
+    def listening(runner) -> None:
+        # called once the socket listens, so the URL is live when logged
+        bound = runner.addresses[0][1] if runner.addresses else port
+        local = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
+        write_api_file(config.data_dir, f"http://{local}:{bound}")
+        log.info("Hearth serving on http://%s:%s (engine=%s, data_dir=%s)", host, bound,
                  config["storage"]["engine"], config.data_dir)
-    # run_app stops accepting on SIGINT/SIGTERM and gives in-flight requests
-    # shutdown_timeout seconds to finish; an upload cut short is never recorded.
-    web.run_app(app, host=host, port=port, print=announce, shutdown_timeout=30, access_log=None,
-                handle_signals=True)
+
+    try:
+        asyncio.run(serve(create_app(config), host, port, limits, shutdown_timeout=30, on_listening=listening))
+    except OSError as exc:
+        log.error("cannot serve on %s:%s: %s", host, port, exc.strerror or exc)
+        return 1
+    finally:
+        remove_api_file(config.data_dir)
+        lock.release()
     log.info("Hearth stopped")
     return 0
+
+
+# --- gc and repo: ask the running node, or work on the data dir directly ------------------
+def _ask_node(config: Config, method: str, path: str) -> dict:
+    """Call an operator endpoint of the node that owns the data dir."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from .data_dir import operator_key, read_api_file
+
+    url = read_api_file(config.data_dir)
+    if url is None:
+        raise SystemExit(f"error: a node holds {config.data_dir} but has not written its address yet; retry")
+    req = urllib.request.Request(url + path, method=method,
+                                 headers={"Authorization": f"Bearer {operator_key(config.data_dir)}"})
+    try:
+        with urllib.request.urlopen(req, timeout=3600) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise SystemExit(f"error: the node answered {exc.code}: {exc.read().decode(errors='replace')[:500]}") from None
+    except OSError as exc:
+        raise SystemExit(f"error: cannot reach the node at {url}: {exc}") from None
+
+
+def _offline(config: Config, work):
+    """Run work(app) on an app that is set up but not serving (the data dir is ours)."""
+    import asyncio
+
+    from aiohttp import web
+
+    from .app import create_app
+
+    async def go():
+        runner = web.AppRunner(create_app(config, background=False), handle_signals=False)
+        await runner.setup()  # migrations, engine start, reconciliation
+        try:
+            return await work(runner.app)
+        finally:
+            await runner.cleanup()
+
+    return asyncio.run(go())
+
+
+def _with_node_or_offline(config: Config, method: str, path: str, work):
+    from .data_dir import DataDirBusy, DataDirLock
+
+    try:
+        lock = DataDirLock(config.data_dir).acquire()
+    except DataDirBusy:
+        return _ask_node(config, method, path)
+    try:
+        return _offline(config, work)
+    finally:
+        lock.release()
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def cmd_gc(args, config: Config) -> int:
+    import json
+
+    from .keys import COLLECTOR
+
+    async def work(app):
+        return (await app[COLLECTOR].collect("operator")).as_json()
+
+    result = _with_node_or_offline(config, "POST", "/api/v1/operator/gc", work)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"removed {result['removed_blocks']} blocks, freed {_size(result['freed_bytes'])} "
+              f"({_size(result['size_before'])} -> {_size(result['size_after'])}) in {result['seconds']:.2f} s")
+    return 0
+
+
+def cmd_repo(args, config: Config) -> int:
+    import asyncio
+    import json
+
+    if args.repo_command == "stat":
+        from .operator_api import repo_state
+
+        state = _with_node_or_offline(config, "GET", "/api/v1/operator/repo", repo_state)
+        if args.json:
+            print(json.dumps(state, indent=2))
+            return 0
+        gc, rec = state["gc"], state["reconciliation"]
+        last = gc["last"]
+        print(f"engine          {state['engine']}")
+        print(f"size            {_size(state['size_bytes'])} ({state['size_bytes']} bytes)")
+        print(f"blocks          {state['blocks']}")
+        print(f"pins            {state['pins']}")
+        print(f"content records {state['content_records']['live']} live, {state['content_records']['removed']} removed")
+        print("pin requests    " + ", ".join(f"{n} {s}" for s, n in state["pin_requests"].items()))
+        print(f"gc              threshold {_size(gc['threshold_bytes'])} ({gc['watermark_percent']}% of "
+              f"{_size(gc['max_bytes'])}), every {gc['period_s']} s; " +
+              (f"last: {last['reason']}, removed {last['removed_blocks']} blocks" if last else "not run yet"))
+        missing = rec.get("counts", {}).get("missing", 0)
+        print("reconciliation  " + (rec.get("state") or f"done: {missing} records with missing content"))
+        return 0
+
+    from storage.engine import EngineError
+    from storage.verify import verify_content
+
+    from .app import make_engine
+    from .metrics import Metrics
+
+    async def verify():
+        store = MetadataStore(config.data_dir / "hearth.sqlite")
+        engine = make_engine(config, Metrics())
+        await engine.start()
+        try:
+            await store.run(store.migrate)
+            return await verify_content(store, engine)
+        finally:
+            await engine.close()
+            store.close()
+
+    try:
+        report = asyncio.run(verify())
+    except EngineError as exc:
+        print(f"error: storage engine unavailable: {exc}", file=sys.stderr)
+        return 2
+    for what, items in (("missing", report.missing), ("corrupt", report.corrupt), ("unreadable", report.unreadable)):
+        for root, detail in items:
+            print(f"{what}: {root} (block {detail})")
+    print(f"checked {report.records} content records and {report.pin_requests} pin requests: {report.roots} roots, "
+          f"{report.blocks} blocks; {len(report.missing)} missing, {len(report.corrupt)} corrupt, "
+          f"{len(report.unreadable)} unreadable")
+    return 0 if report.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "token":
         return cmd_token(args, config)
+    if args.command == "gc":
+        return cmd_gc(args, config)
+    if args.command == "repo":
+        return cmd_repo(args, config)
     return cmd_serve(config)
 
 

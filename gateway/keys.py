@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from storage.collector import GarbageCollector
 from storage.engine import StorageEngine
 from storage.metadata import MetadataStore
 from storage.pin_worker import PinWorker
+from storage.reconcile import Reconciler
 
 from .cache import ResponseCache
 from .config import Config
@@ -17,3 +19,7 @@ ENGINE = web.AppKey("engine", StorageEngine)
 METRICS = web.AppKey("metrics", Metrics)
 CACHE = web.AppKey("cache", ResponseCache)
 PIN_WORKER = web.AppKey("pin_worker", PinWorker)
+COLLECTOR = web.AppKey("collector", GarbageCollector)
+RECONCILED = web.AppKey("reconciled", Reconciler)
+OPERATOR_KEY = web.AppKey("operator_key", str)
+UPLOAD_SLOTS = web.AppKey("upload_slots", object)

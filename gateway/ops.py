@@ -1,12 +1,17 @@
 """Operations endpoints: liveness, readiness, Prometheus metrics, OpenAPI."""
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from storage.engine import EngineError
 
-from .keys import CACHE, ENGINE, METRICS, STORE
+from .keys import CACHE, ENGINE, METRICS, RECONCILED, STORE
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, PIN_STATUSES
 from .openapi import openapi_document
+
+log = logging.getLogger("hearth")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -28,22 +33,41 @@ async def readyz(request: web.Request) -> web.Response:
     except EngineError as exc:
         checks["engine"] = f"unavailable: {exc}"
         status = 503
-    body = {"status": "ready" if status == 200 else "not ready", "engine": engine.name, "checks": checks}
+    body = {"status": "ready" if status == 200 else "not ready", "engine": engine.name, "checks": checks,
+            "details": {"reconciliation": _reconciliation(request.app)}}
     return web.json_response(body, status=status, headers={"Retry-After": "10"} if status != 200 else None)
 
 
+def _reconciliation(app: web.Application) -> dict:
+    """The start-up reconciliation: its state, and records whose content is missing
+    (the node still serves everything else, so they do not make it unready)."""
+    reconciled = app[RECONCILED]
+    report = reconciled.report
+    if report is None:
+        return {"state": reconciled.state}
+    return {"state": reconciled.state, "missing_content": report.counts["missing"], "missing_cids": report.missing,
+            "removed_pins": report.counts["removed_pins"], "repinned": report.counts["repinned"],
+            "requeued": report.counts["requeued"]}
+
+
 async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition 0.0.4 (see gateway/metrics.py for the registry)."""
+    registry = request.app[METRICS]
     cache = request.app[CACHE]
+    registry.cache_bytes.set(cache.size)
+    registry.cache_hits.set_total(cache.hits)
+    registry.cache_misses.set_total(cache.misses)
     store = request.app[STORE]
-    extra = {"hearth_cache_bytes": cache.size, "hearth_cache_hits_total": cache.hits,
-             "hearth_cache_misses_total": cache.misses}
     try:
-        for status, n in (await store.run(store.pin_status_counts)).items():
-            extra[f'hearth_pin_requests{{status="{status}"}}'] = n
-    except Exception:  # noqa: BLE001 - metrics must not fail on a db hiccup
-        pass
-    return web.Response(text=request.app[METRICS].render(extra), content_type="text/plain", charset="utf-8",
-                        headers={"Cache-Control": "no-store"})
+        counts = await store.run(store.pin_status_counts)
+    except Exception as exc:  # noqa: BLE001 - metrics must not fail on a db hiccup: keep the last values
+        log.warning("metrics: could not count pin requests: %r", exc)
+    else:
+        for status in PIN_STATUSES:
+            registry.pin_requests.set(counts.get(status, 0), status=status)
+    await registry.collect()
+    return web.Response(body=registry.render().encode(), headers={"Content-Type": METRICS_CONTENT_TYPE,
+                                                                  "Cache-Control": "no-store"})
 
 
 async def openapi(request: web.Request) -> web.Response:

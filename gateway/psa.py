@@ -23,11 +23,15 @@ from datetime import datetime, timedelta, timezone
 
 from aiohttp import web
 
+from outbound.multiaddr import is_http_url
 from storage.cid import CID, InvalidCID, record_key
 from storage.engine import EngineError, EngineTimeout, EngineUnavailable
 
 from .auth import authenticate, bearer_token
-from .keys import ENGINE, PIN_WORKER, STORE
+from .errors import access_log, client_gone
+from .json_body import BadJSON, parse_json
+from .keys import CONFIG, ENGINE, PIN_WORKER, STORE
+from .peer_id import own_delegate
 from storage.pin_worker import PinWorker
 
 log = logging.getLogger("hearth.psa")
@@ -39,6 +43,8 @@ MAX_NAME = 255
 MAX_CIDS = 10
 MAX_ORIGINS = 20
 MAX_META = 1000
+MAX_BODY = 1024 * 1024  # a Pin body, as JSON (the app's client_max_size)
+MAX_META_QUERY = 4 * 1024  # the `meta` query value (aiohttp refuses request lines over 8190 bytes anyway)
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 10
 DELEGATES_TTL = 60.0
@@ -79,23 +85,37 @@ def psa_handler(fn):
             owner = await require_token(request)
             return await fn(request, owner)
         except PSAError as exc:
-            return failure(exc.status, exc.reason, exc.details, exc.headers)
+            return _answer(request, exc.status, exc.reason, exc.details, exc.headers)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             reason = {413: "PAYLOAD_TOO_LARGE"}.get(exc.status, "BAD_REQUEST" if exc.status < 500 else "INTERNAL_SERVER_ERROR")
-            return failure(exc.status, reason, exc.text or exc.reason)
+            return _answer(request, exc.status, reason, exc.text or exc.reason)
         except EngineUnavailable as exc:
-            return failure(503, "SERVICE_UNAVAILABLE", f"storage engine unavailable: {exc}", {"Retry-After": "10"})
+            return _answer(request, 503, "SERVICE_UNAVAILABLE", f"storage engine unavailable: {exc}", {"Retry-After": "10"})
         except EngineTimeout as exc:
-            return failure(504, "TIMEOUT", f"storage engine timed out: {exc}", {"Retry-After": "10"})
+            return _answer(request, 504, "TIMEOUT", f"storage engine timed out: {exc}", {"Retry-After": "10"})
         except EngineError as exc:
-            return failure(502, "STORAGE_ERROR", f"storage engine error: {exc}", {"Retry-After": "10"})
+            return _answer(request, 502, "STORAGE_ERROR", f"storage engine error: {exc}", {"Retry-After": "10"})
+        except ConnectionError:
+            if client_gone(request):
+                raise  # the client went away mid-request: error_middleware logs it once, at debug
+            log.exception("unhandled error on %s %s", request.method, request.path[:200])
+            return failure(500, "INTERNAL_SERVER_ERROR", "internal server error")
         except Exception:  # noqa: BLE001 - last line of defence, still in the PSA shape
             log.exception("unhandled error on %s %s", request.method, request.path)
             return failure(500, "INTERNAL_SERVER_ERROR", "internal server error")
 
     return wrapper
+
+
+def _answer(request: web.Request, status: int, reason: str, details: str, headers: dict | None = None) -> web.Response:
+    """A PSA error answer, logged once without a traceback: client errors at debug,
+    server-side conditions (engine down, timeouts) at warning."""
+    level = logging.DEBUG if status < 500 else logging.WARNING
+    (access_log if status < 500 else log).log(level, "%s %s -> %d %s: %s", request.method, request.path[:200], status,
+                                              reason, details[:300])
+    return failure(status, reason, details, headers)
 
 
 async def require_token(request: web.Request) -> str:
@@ -128,14 +148,22 @@ def _multiaddr_ok(addr: str) -> bool:
     return len(parts) >= 2 and all(parts) and not any(c.isspace() for c in addr)
 
 
+def _origin_ok(origin: str) -> bool:
+    """An origin is a multiaddr (libp2p, or /.../http for a trustless gateway) or an
+    http(s) URL of a trustless gateway (what the embedded engine fetches from)."""
+    return _multiaddr_ok(origin) or is_http_url(origin)
+
+
 def parse_pin(body: bytes) -> dict:
     """A Pin object from a request body, validated: {cid, name, origins, meta}."""
     if not body.strip():
         raise bad_request("a JSON Pin object is required in the request body")
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_request(f"the request body is not valid JSON: {exc}") from None
+        data = parse_json(body, max_bytes=MAX_BODY)
+    except BadJSON as exc:
+        if exc.status == 413:
+            raise PSAError(413, "PAYLOAD_TOO_LARGE", exc.message) from None
+        raise bad_request(exc.message) from None
     if not isinstance(data, dict):
         raise bad_request("the request body must be a JSON object (a Pin)")
     if "cid" not in data:
@@ -149,14 +177,14 @@ def parse_pin(body: bytes) -> dict:
             raise bad_request(f"name must be at most {MAX_NAME} characters (got {len(name)})")
     origins = data.get("origins", [])
     if not isinstance(origins, list):
-        raise bad_request("origins must be an array of multiaddr strings")
+        raise bad_request("origins must be an array of multiaddr (or http(s) URL) strings")
     if len(origins) > MAX_ORIGINS:
         raise bad_request(f"origins may hold at most {MAX_ORIGINS} multiaddrs (got {len(origins)})")
     for o in origins:
         if not isinstance(o, str):
-            raise bad_request("origins must be an array of multiaddr strings")
-        if not _multiaddr_ok(o):
-            raise bad_request(f"origins: {o[:100]!r} is not a multiaddr")
+            raise bad_request("origins must be an array of multiaddr (or http(s) URL) strings")
+        if not _origin_ok(o):
+            raise bad_request(f"origins: {o[:100]!r} is neither a multiaddr nor an http(s) URL")
     if len(set(origins)) != len(origins):
         raise bad_request("origins must not repeat a multiaddr")
     meta = data.get("meta", {})
@@ -253,8 +281,6 @@ def parse_list_query(request: web.Request) -> dict:
         if bad:
             raise bad_request(f"status must be a comma-separated subset of {','.join(STATUSES)} (got {bad[0][:40]!r})")
         out["statuses"] = statuses
-    else:
-        out["statuses"] = ["pinned"]  # the spec: without a status filter, only successful pins
     before = _one(request, "before")
     if before is not None:
         out["before"] = parse_time(before, "before", round_up=True)
@@ -264,44 +290,72 @@ def parse_list_query(request: web.Request) -> dict:
     limit = _one(request, "limit")
     out["limit"] = DEFAULT_LIMIT
     if limit is not None:
-        if not re.fullmatch(r"\d{1,10}", limit) or not 1 <= int(limit) <= MAX_LIMIT:
+        if not re.fullmatch(r"[0-9]{1,10}", limit) or not 1 <= int(limit) <= MAX_LIMIT:  # ASCII digits only
             raise bad_request(f"limit must be an integer from 1 to {MAX_LIMIT} (got {limit[:40]!r})")
         out["limit"] = int(limit)
     meta = _one(request, "meta")
     if meta is not None:
         try:
-            parsed = json.loads(meta)
-        except ValueError as exc:
-            raise bad_request(f"meta must be a JSON object: {exc}") from None
+            parsed = parse_json(meta, what="meta", max_bytes=MAX_META_QUERY, too_large_status=400)
+        except BadJSON as exc:
+            raise bad_request(f"{exc.message} (meta must be a JSON object with string values)") from None
         parsed = parse_meta_object(parsed, "meta")
         if parsed:
             out["meta"] = parsed
+    # The spec (GET /pins): "when no filter is provided, only successful pins are
+    # returned"; its filters are cid, name, status, before, after and meta ("pass the
+    # `before` filter", "optional `after`, `cid`, `name`, `status`, or `meta` filters").
+    # So status=pinned is implied only when none of them is in the query: `?name=x`
+    # lists x in every state (the compliance suite's matchPin lists a just-created,
+    # possibly still queued, pin by name alone and expects it). `limit` and `match`
+    # shape a listing but filter nothing by themselves. Clients that page with
+    # `before` pass their status filter on every page (Kubo and the suite do).
+    filters = ("cid", "name", "status", "before", "after", "meta")
+    if "statuses" not in out and not any(f in request.query for f in filters):
+        out["statuses"] = ["pinned"]
     return out
 
 
 # --- responses ---------------------------------------------------------------------------------------
 class Delegates:
-    """The engine's multiaddrs, cached briefly; the last known list if the engine is down."""
+    """The engine's multiaddrs, cached briefly; the last known list if the engine is down.
 
-    def __init__(self, ttl: float = DELEGATES_TTL):
+    Never empty (the spec: minItems 1): when the engine has no address to give (the
+    embedded engine has its own HTTP one, Kubo may list none or be down), the node's
+    own HTTP address stands in, from [server] public_url (else host:port), as a
+    multiaddr such as /ip4/127.0.0.1/tcp/8787/http/p2p/12D3KooW... (the peer ID is
+    there because Kubo's client rejects a delegate without one: see peer_id.py)."""
+
+    def __init__(self, ttl: float = DELEGATES_TTL, own: str | None = None):
         self.ttl = ttl
+        self.own = own
         self.value: list[str] = []
         self.fetched = float("-inf")
 
+    def _fallback(self, app: web.Application) -> list[str]:
+        if self.own is None:
+            config = app[CONFIG]
+            server = config["server"]
+            try:
+                self.own = own_delegate(server, config.data_dir)
+            except ValueError:  # a bad public_url: the listen address still names the node
+                self.own = own_delegate({**server, "public_url": ""}, config.data_dir)
+        return [self.own]
+
     async def get(self, app: web.Application) -> list[str]:
         if time.monotonic() - self.fetched < self.ttl:
-            return self.value
+            return self.value or self._fallback(app)
         try:
             addrs = await asyncio.wait_for(app[ENGINE].addresses(), DELEGATES_TIMEOUT)
         except (EngineError, asyncio.TimeoutError) as exc:
             log.debug("no fresh delegates: %r", exc)
-            return self.value
+            return self.value or self._fallback(app)
         seen: list[str] = []
         for a in addrs:
             if a not in seen:
                 seen.append(a)
         self.value, self.fetched = seen[:MAX_ORIGINS], time.monotonic()
-        return self.value
+        return self.value or self._fallback(app)
 
 
 def pin_status(row: dict, delegates: list[str]) -> dict:
@@ -326,7 +380,7 @@ async def list_pins(request: web.Request, owner: str) -> web.Response:
     store = request.app[STORE]
     count, rows = await store.run(
         lambda: store.list_pins(owner, cids=q.get("cids"), name=q.get("name"), match=q.get("match", "exact"),
-                                statuses=q["statuses"], before=q.get("before"), after=q.get("after"),
+                                statuses=q.get("statuses"), before=q.get("before"), after=q.get("after"),
                                 meta=q.get("meta"), limit=q["limit"]))
     delegates = await request.app[DELEGATES].get(request.app)
     return web.json_response({"count": count, "results": [pin_status(r, delegates) for r in rows]})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable, Sequence
 
 from . import unixfs
 from .cid import CID
@@ -81,6 +81,13 @@ class AddResult:
 
 
 @dataclass(slots=True)
+class RepoStat:
+    size_bytes: int  # bytes of block data stored
+    blocks: int
+    pins: int  # recursive + direct pins held for Hearth
+
+
+@dataclass(slots=True)
 class PinInfo:
     cid: CID
     type: str  # "recursive" | "direct" | "indirect"
@@ -144,8 +151,12 @@ class StorageEngine(abc.ABC):
 
     # --- pins and gc -----------------------------------------------------------
     @abc.abstractmethod
-    async def pin(self, cid: CID, recursive: bool = True, fetch: bool = False) -> None:
-        """Pin cid. With fetch=True the engine may retrieve missing blocks from the network."""
+    async def pin(self, cid: CID, recursive: bool = True, fetch: bool = False, origins: Sequence[str] = ()) -> None:
+        """Pin cid. With fetch=True the engine may retrieve missing blocks from the network,
+        using origins (a pin request's multiaddrs or URLs of peers that have the content)
+        as hints; while nothing delivers them it keeps trying until the caller gives up
+        (cancellation, e.g. the pin worker's pin_timeout). With fetch=False it never
+        touches the network: missing blocks raise BlockNotFound."""
 
     @abc.abstractmethod
     async def unpin(self, cid: CID) -> None:
@@ -158,10 +169,19 @@ class StorageEngine(abc.ABC):
     async def gc(self) -> int:
         """Remove unpinned blocks; return how many were removed (best effort for Kubo)."""
 
+    @abc.abstractmethod
+    async def repo_stat(self) -> RepoStat:
+        """Size, block count and pin count of the store."""
+
+    async def repo_size(self) -> int:
+        """Bytes stored, as cheaply as the engine can tell (for the gc watermark)."""
+        return (await self.repo_stat()).size_bytes
+
     # --- network ---------------------------------------------------------------
     async def addresses(self) -> list[str]:
-        """Multiaddrs other peers can reach this node's blocks at (PSA delegates)."""
+        """Multiaddrs other peers can reach this node's blocks at (PSA delegates); may be
+        empty, then the PSA falls back to the node's own HTTP address ([server] public_url)."""
         return []
 
     async def connect(self, multiaddr: str) -> None:  # noqa: B027 - optional hook
-        """Best-effort connection to a peer (PSA origins)."""
+        """Best-effort connection to a peer (a libp2p multiaddr)."""

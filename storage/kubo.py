@@ -12,10 +12,12 @@ import json
 import secrets
 import socket
 import time
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable, Sequence
 from urllib.parse import quote, urlsplit
 
 import aiohttp
+
+from outbound.multiaddr import multiaddr_to_http
 
 from .cid import CID, CODEC_NAMES
 from .car import InvalidCAR
@@ -31,6 +33,7 @@ from .engine import (
     EngineUnavailable,
     InvalidContent,
     PinInfo,
+    RepoStat,
     StorageEngine,
 )
 
@@ -51,6 +54,8 @@ STREAM_LOWAT = 256 * 1024
 # which spends noticeably less CPU per GiB than its RPC `cat`. After the gateway
 # could not be reached, it is left alone for this long before it is tried again.
 GATEWAY_RETRY_SECS = 30.0
+# pin origins: how long Kubo may spend dialing the peers a pin request names
+ORIGIN_CONNECT_TIMEOUT = 15.0
 
 
 def gateway_decision(setting: str, addresses_gateway, no_fetch, *, offline_reads: bool, api_url: str) -> str | None:
@@ -117,8 +122,10 @@ class KuboEngine(StorageEngine):
 
     def __init__(self, api_url: str, *, timeout: float = 60.0, offline_reads: bool = True,
                  retrieval_timeout: float = 30.0, observe: Callable[[str, float], None] | None = None,
-                 gateway: str = ""):
+                 gateway: str = "", pin_name: str = "hearth"):
         self.api_url = api_url.rstrip("/")
+        # every pin Hearth makes carries this name, so it can tell its pins from others
+        self.pin_name = pin_name
         self.api = self.api_url + "/api/v0/"
         self.timeout = timeout
         self.offline_reads = offline_reads
@@ -253,6 +260,7 @@ class KuboEngine(StorageEngine):
             "raw-leaves": "true" if options.effective_raw_leaves else "false",
             "wrap-with-directory": "true" if options.wrap else "false",
             "pin": "true" if options.pin else "false",
+            "pin-name": self.pin_name,
             "progress": "false",
             "stream-channels": "true",
         }
@@ -502,10 +510,12 @@ class KuboEngine(StorageEngine):
         return checked.roots
 
     # --- pins ---------------------------------------------------------------------------------
-    async def pin(self, cid: CID, recursive: bool = True, fetch: bool = False) -> None:
-        params = {"arg": str(cid), "recursive": "true" if recursive else "false"}
+    async def pin(self, cid: CID, recursive: bool = True, fetch: bool = False, origins: Sequence[str] = ()) -> None:
+        params = {"arg": str(cid), "recursive": "true" if recursive else "false", "name": self.pin_name}
         if not fetch:
             params["offline"] = "true"
+        elif origins:
+            await self._connect_origins(origins)
         try:
             await self._json("pin/add", params, timeout=max(self.timeout, 600) if fetch else self.timeout)
         except KuboError as exc:
@@ -520,14 +530,18 @@ class KuboEngine(StorageEngine):
             raise
 
     async def pins(self) -> AsyncIterator[PinInfo]:
-        resp = await self._open("pin/ls", {"stream": "true", "type": "all"})
-        try:
-            async for line in resp.content:
-                if line.strip():
-                    obj = json.loads(line)
-                    yield PinInfo(CID.parse(obj["Cid"]), obj["Type"])
-        finally:
-            resp.release()
+        """This node's pins: recursive and direct ones named `pin_name` (a Kubo may hold
+        pins of its operator's own, which Hearth neither lists nor removes)."""
+        for type_ in ("recursive", "direct"):
+            resp = await self._open("pin/ls", {"stream": "true", "type": type_, "names": "true"})
+            try:
+                async for line in resp.content:
+                    if line.strip():
+                        obj = json.loads(line)
+                        if obj.get("Name") == self.pin_name:
+                            yield PinInfo(CID.parse(obj["Cid"]), obj["Type"])
+            finally:
+                resp.release()
 
     async def is_pinned(self, cid: CID) -> bool:
         try:
@@ -547,6 +561,17 @@ class KuboEngine(StorageEngine):
             resp.release()
         return removed
 
+    async def repo_stat(self) -> RepoStat:
+        stat = await self._json("repo/stat", timeout=max(self.timeout, 300))
+        pins = 0
+        async for _ in self.pins():
+            pins += 1
+        return RepoStat(int(stat.get("RepoSize", 0)), int(stat.get("NumObjects", 0)), pins)
+
+    async def repo_size(self) -> int:
+        stat = await self._json("repo/stat", {"size-only": "true"})
+        return int(stat.get("RepoSize", 0))
+
     # --- network -----------------------------------------------------------------------------
     async def addresses(self) -> list[str]:
         info = await self._json("id")
@@ -558,9 +583,26 @@ class KuboEngine(StorageEngine):
 
     async def connect(self, multiaddr: str) -> None:
         try:
-            await self._json("swarm/connect", {"arg": multiaddr}, timeout=15)
+            await self._json("swarm/connect", {"arg": multiaddr}, timeout=ORIGIN_CONNECT_TIMEOUT)
         except (KuboError, EngineTimeout):
             pass  # origins are a hint, not a requirement
+
+    async def _connect_origins(self, origins: Sequence[str]) -> None:
+        """Best effort: have Kubo dial the libp2p peers a pin request names, all at once,
+        for at most ORIGIN_CONNECT_TIMEOUT. HTTP origins (URLs, /http multiaddrs) are
+        skipped: swarm connect cannot use them. Raises EngineUnavailable if Kubo is down."""
+        addrs = [o for o in origins if isinstance(o, str) and o.startswith("/") and multiaddr_to_http(o) is None]
+        if not addrs:
+            return
+        results = []
+        try:
+            results = await asyncio.wait_for(
+                asyncio.gather(*(self.connect(a) for a in addrs), return_exceptions=True), ORIGIN_CONNECT_TIMEOUT)
+        except asyncio.TimeoutError:
+            pass
+        for r in results:
+            if isinstance(r, EngineUnavailable):
+                raise r
 
 
 def _set_lowat(resp: aiohttp.ClientResponse, nbytes: int) -> None:

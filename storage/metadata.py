@@ -75,6 +75,10 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX pins_status ON pins (status)",
         "CREATE INDEX pins_key ON pins (key)",
     ],
+    [
+        # operator tokens may also run gc and read the repo's state (/api/v1/operator/...)
+        "ALTER TABLE tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'user' CHECK (scope IN ('user', 'operator'))",
+    ],
 ]
 
 
@@ -145,16 +149,21 @@ class MetadataStore:
         return self.db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
 
     # --- tokens -----------------------------------------------------------------
-    def create_token(self, name: str) -> str:
+    def create_token(self, name: str, scope: str = "user") -> str:
         token = "hearth_" + secrets.token_urlsafe(32)
         with self.transaction():
             if self.db.execute("SELECT 1 FROM tokens WHERE name = ?", [name]).fetchone():
                 raise ValueError(f"a token named {name!r} already exists")
-            self.db["tokens"].insert({"name": name, "token_hash": hash_token(token), "created_at": utcnow()})
+            self.db["tokens"].insert({"name": name, "token_hash": hash_token(token), "created_at": utcnow(),
+                                      "scope": scope})
         return token
 
     def list_tokens(self) -> list[dict]:
-        return list(self.db.query("SELECT name, created_at, last_used_at, revoked_at FROM tokens ORDER BY id"))
+        return list(self.db.query("SELECT name, scope, created_at, last_used_at, revoked_at FROM tokens ORDER BY id"))
+
+    def is_operator_token(self, token: str) -> bool:
+        return self.db.execute("SELECT 1 FROM tokens WHERE token_hash = ? AND revoked_at IS NULL AND scope = 'operator'",
+                               [hash_token(token)]).fetchone() is not None
 
     def revoke_token(self, name: str) -> bool:
         with self.transaction():
@@ -372,15 +381,30 @@ class _Transaction:
         return False
 
 
+MAX_CURSOR_ID = 2**63 - 1  # SQLite's INTEGER PRIMARY KEY range
+_CURSOR_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")  # base64url, unpadded
+_CURSOR_MAX_LEN = 26  # 19 decimal digits
+
+
 def encode_cursor(rid: int) -> str:
+    if not 1 <= rid <= MAX_CURSOR_ID:
+        raise ValueError(f"cursor id out of range: {rid}")
     return base64.urlsafe_b64encode(str(rid).encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> int:
+    """The row id in a cursor made by encode_cursor. Only canonical cursors are
+    accepted: the id is in 1..2**63-1 (anything larger would overflow SQLite's
+    integer binding) and re-encoding it gives the same string back."""
+    if not isinstance(cursor, str) or not 1 <= len(cursor) <= _CURSOR_MAX_LEN or not set(cursor) <= _CURSOR_CHARS:
+        raise ValueError("invalid cursor")
     try:
-        value = int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+        digits = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
     except Exception:
         raise ValueError("invalid cursor") from None
-    if value <= 0:
+    if not (1 <= len(digits) <= 19 and digits.isdigit() and digits[0] != "0"):
+        raise ValueError("invalid cursor")
+    value = int(digits)
+    if value > MAX_CURSOR_ID or encode_cursor(value) != cursor:
         raise ValueError("invalid cursor")
     return value

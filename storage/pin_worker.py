@@ -11,9 +11,10 @@ If the storage engine is unavailable (Kubo down), the request goes back to
 'queued' and the worker backs off: a request is never marked failed because the
 engine could not be reached.
 
-Pins and unpins of the same content are serialised with a per-key lock, so a
-DELETE that finds nothing else wanting some content cannot unpin it under a
-worker that is pinning it for another request.
+Decisions to pin or unpin some content are serialised with a per-key lock: a
+release() that finds nothing wanting the content unpins it under that lock, and
+a request becomes 'pinned' only after its pin was made (again) under it. The
+long part of a pin, fetching, runs outside the lock (see _process).
 """
 from __future__ import annotations
 
@@ -33,7 +34,6 @@ log = logging.getLogger("hearth.pinning")
 
 POLL_INTERVAL = 30.0  # seconds between looks at the queue when nothing wakes the worker
 MAX_BACKOFF = 30.0  # ceiling of the engine-unavailable backoff
-ORIGIN_CONNECT_TIMEOUT = 15.0
 
 
 def spellings(cid: CID) -> list[CID]:
@@ -203,14 +203,20 @@ class PinWorker:
             if not await store.run(store.set_pin_status, rid, "pinning", {}):
                 return  # deleted meanwhile
             cid = CID.parse(cid_text)
+            # where the client says the data is: the engine dials (Kubo) or fetches from (embedded) them
             origins = [o for o in row.get("origins") or [] if isinstance(o, str)]
-            if origins:
-                await self._connect(origins)
+            # The fetch runs outside the content's lock: it may take up to pin_timeout, and
+            # deletes and uploads of the same content must not wait for it. While this request
+            # is 'pinning' it counts as wanting the content, so no release() unpins it; one that
+            # decided before this request existed may still unpin it under us, so the pin is
+            # made again, locally and quickly, under the lock before the request is 'pinned'.
+            if self.pin_timeout is None:
+                await engine.pin(cid, recursive=True, fetch=True, origins=origins)
+            else:
+                await asyncio.wait_for(engine.pin(cid, recursive=True, fetch=True, origins=origins),
+                                       self.pin_timeout)
             async with self._key_lock(key):
-                if self.pin_timeout is None:
-                    await engine.pin(cid, recursive=True, fetch=True)
-                else:
-                    await asyncio.wait_for(engine.pin(cid, recursive=True, fetch=True), self.pin_timeout)
+                await engine.pin(cid, recursive=True, fetch=False)
                 still_there = await store.run(store.set_pin_status, rid, "pinned", {})
             settled = True
             self._backoff = 0.0
@@ -247,20 +253,6 @@ class PinWorker:
         store = self.store
         log.info("pin request %s failed: %s", rid, message)
         await store.run(store.set_pin_status, rid, "failed", {"error": message})
-
-    async def _connect(self, origins: list[str]) -> None:
-        """Best effort: dial the peers the client says have the data."""
-        engine = self.engine
-        limit = ORIGIN_CONNECT_TIMEOUT if self.pin_timeout is None else min(ORIGIN_CONNECT_TIMEOUT, self.pin_timeout)
-        results = []
-        try:
-            results = await asyncio.wait_for(
-                asyncio.gather(*(engine.connect(o) for o in origins), return_exceptions=True), limit)
-        except asyncio.TimeoutError:
-            log.debug("connecting to origins timed out")
-        for r in results:
-            if isinstance(r, EngineUnavailable):
-                raise r
 
     def key_lock(self, key: str):
         """Serialise pin/unpin decisions about one piece of content (also used by the

@@ -257,8 +257,8 @@ async def test_list_cid_filter(catalog):
     assert body["count"] == 2 and {r["requestid"] for r in body["results"]} == {r0["requestid"], r2["requestid"]}
     body = await ls(catalog, f"cid={r0['cid']}")
     assert body["count"] == 1
-    body = await ls(catalog, f"cid={r2['cid']}")  # queued: excluded by the default status
-    assert body["count"] == 0
+    body = await ls(catalog, f"cid={r2['cid']}")  # queued: a cid filter lifts the implicit status=pinned
+    assert body["count"] == 1 and body["results"][0]["status"] == "queued"
     assert (await ls(catalog, f"cid={random_cid()}&{ALL}"))["count"] == 0
 
 
@@ -573,7 +573,9 @@ async def test_kubo_down_keeps_requests_queued_then_pins_them(aiohttp_client, ku
     first.auth = {"Authorization": f"Bearer {token}"}
     cid = kubo_content(kubo)
     body = await add(first, cid)  # 202 even though the engine is down
-    assert body["status"] == "queued" and body["delegates"] == []
+    assert body["status"] == "queued"
+    # never empty: the node's own HTTP address stands in (with its peer ID, which Kubo's client requires)
+    assert len(body["delegates"]) == 1 and body["delegates"][0].startswith("/ip4/127.0.0.1/tcp/8787/http/p2p/12D3KooW")
     await asyncio.sleep(1.5)
     now = await get(first, body["requestid"])
     assert now["status"] == "queued", now  # never 'failed' because Kubo is down
@@ -674,3 +676,22 @@ async def test_kubo_remote_pinning_client(node, kubo):
         assert not kubo_pinned(kubo, cid)
     finally:
         await ipfs_async(kubo, "pin", "remote", "service", "rm", service)
+
+
+@pytest.mark.parametrize("engine", ["embedded", "kubo"])
+async def test_delete_does_not_wait_for_another_requests_fetch(node_factory, engine):
+    """Two requests for content nobody has: deleting one answers at once, although the
+    other is still fetching (the fetch runs outside the content's lock); an upload of
+    the same content is not held up either."""
+    node = await node_factory(engine, pinning__pin_timeout=60)
+    cid = random_cid()
+    first = await add(node, cid, name="one")
+    second = await add(node, cid, name="two")
+    await wait_status(node, second["requestid"], want=("pinning",))
+    started = time.monotonic()
+    resp = await node.delete(f"/psa/pins/{first['requestid']}", headers=node.auth)
+    assert resp.status == 202
+    assert time.monotonic() - started < 2
+    assert (await get(node, second["requestid"]))["status"] == "pinning"
+    resp = await node.delete(f"/psa/pins/{second['requestid']}", headers=node.auth)
+    assert resp.status == 202 and time.monotonic() - started < 4

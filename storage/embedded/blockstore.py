@@ -68,6 +68,10 @@ class Blockstore:
         self._dirs: set[str] = set()
         self._counter = 0
         self._counter_lock = threading.Lock()
+        # blocks and bytes stored, counted once by a scan, then kept up to date by
+        # put/adopt/remove (what the gc watermark checks, without a scan each time)
+        self._usage: list[int] | None = None
+        self._usage_lock = threading.Lock()
 
     # --- paths --------------------------------------------------------------
     def path_for(self, mh: bytes) -> Path:
@@ -88,13 +92,15 @@ class Blockstore:
         return os.path.join(d, f"{TMP_PREFIX}{os.getpid()}-{threading.get_ident()}-{n}")
 
     # --- writes -------------------------------------------------------------
-    def write_file(self, final: str, data, d: str) -> None:
-        """data: bytes-like, or a tuple of bytes-like parts (written with writev)."""
+    def write_file(self, final: str, data, d: str) -> int:
+        """data: bytes-like, or a tuple of bytes-like parts (written with writev).
+        Returns the bytes written."""
         tmp = self._tmp_name(d)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             parts = [memoryview(p) for p in data] if isinstance(data, tuple) else [memoryview(data)]
             parts = [p for p in parts if p.nbytes]
+            size = sum(p.nbytes for p in parts)
             while parts:
                 n = os.writev(fd, parts)
                 while parts and n >= parts[0].nbytes:
@@ -113,6 +119,7 @@ class Blockstore:
             raise
         os.close(fd)
         os.replace(tmp, final)
+        return size
 
     def put(self, mh: bytes, data) -> bool:
         """Store data (bytes-like or tuple of parts) under mh; the caller vouches
@@ -122,7 +129,7 @@ class Blockstore:
         final = os.path.join(d, key + SUFFIX)
         if os.path.exists(final):
             return False
-        self.write_file(final, data, d)
+        self._count(1, self.write_file(final, data, d))
         return True
 
     def put_many(self, blocks: Iterable[tuple[bytes, object]]) -> int:
@@ -136,7 +143,9 @@ class Blockstore:
         if os.path.exists(final):
             os.unlink(src)
             return
+        size = os.stat(src).st_size
         os.replace(src, final)
+        self._count(1, size)
 
     def sync_dirs(self) -> None:
         if not self.fsync:
@@ -231,5 +240,43 @@ class Blockstore:
                             pass
         return n
 
+    def remove(self, path: str) -> bool:
+        """Delete one block file (gc's sweep); False if it was already gone."""
+        try:
+            size = os.stat(path).st_size
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        self._count(-1, -size)
+        return True
+
     def count(self) -> int:
         return sum(1 for _ in self.iter_keys())
+
+    # --- usage ------------------------------------------------------------------
+    def _count(self, blocks: int, size: int) -> None:
+        if self._usage is not None:
+            with self._usage_lock:
+                self._usage[0] += blocks
+                self._usage[1] += size
+
+    def scan_usage(self) -> tuple[int, int]:
+        """Count (blocks, bytes) on disk, and keep counting from there (a block written
+        while the scan runs may be missed: the count is for watermarks, not accounting)."""
+        blocks = size = 0
+        for _, path in self.iter_keys():
+            try:
+                size += os.stat(path).st_size
+                blocks += 1
+            except FileNotFoundError:
+                pass
+        with self._usage_lock:
+            self._usage = [blocks, size]
+            return blocks, size
+
+    def usage(self) -> tuple[int, int]:
+        """(blocks, bytes) stored: from the running count, scanning the first time."""
+        if self._usage is None:
+            return self.scan_usage()
+        with self._usage_lock:
+            return self._usage[0], self._usage[1]

@@ -6,8 +6,17 @@
 
 Every disk access runs in a worker thread (asyncio.to_thread), batched so one
 thread hop covers many blocks where it matters (file import, CAR staging, gc).
-The engine has no network: pin(fetch=True) of content not on disk raises
-BlockNotFound, addresses() is empty, connect() does nothing.
+The engine's only network is HTTP, outbound, through the guarded client
+(outbound/client.py): pin(fetch=True) fetches missing blocks from trustless
+gateways -- the HTTP origins of the request plus `fetch_gateways` -- verified
+block by block (fetch.py), and as Kubo keeps trying (with backoff; without any
+source it looks again on disk, where an upload or CAR import may put the
+content, and an add wakes it at once) until the caller gives up;
+pin(fetch=False) never touches the network and raises BlockNotFound for a
+missing block. With network_reads (`[gateway] serve = "network"`), get_block
+fetches a missing block from `fetch_gateways` within retrieval_timeout
+(EngineTimeout after that) and stores it unpinned. addresses() is the node's
+own HTTP address (public_addresses); connect() does nothing (no libp2p).
 
 Choices: the pin index is SQLite (atomic, durable small transactions; see pins.py);
 blocks are not fsynced by default (``fsync=True`` to enable; reads verify every
@@ -18,11 +27,14 @@ pins() lists the recursive and direct pins (roots), not the indirect ones.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable, Sequence
+
+from outbound import GuardedClient
 
 from .. import dagpb, unixfs
 from ..car import CarReader, InvalidCAR
@@ -33,17 +45,24 @@ from ..engine import (
     AddOptions,
     AddResult,
     BlockNotFound,
+    EngineTimeout,
     EngineUnavailable,
     InvalidContent,
     PinInfo,
+    RepoStat,
     StorageEngine,
 )
+from . import fetch as fetchmod
 from . import gc as gcmod
 from .blockstore import Blockstore
-from .importer import HAMT_THRESHOLD, DirNode, Link, build_dir, import_file
+from .importer import HAMT_THRESHOLD, DirNode, ImportBudget, Link, build_dir, import_file
 from .pins import DIRECT, RECURSIVE, PinIndex
 
 CAR_STAGE_BATCH = 8 << 20
+PIN_RETRY_FIRST, PIN_RETRY_MAX = 0.5, 30.0  # backoff between rounds of a pin whose blocks no source has (yet)
+READ_RETRY_FIRST, READ_RETRY_MAX = 0.1, 2.0  # the same for a network read, within retrieval_timeout
+
+log = logging.getLogger("hearth.embedded")
 
 
 def _split_path(path: str) -> list[str]:
@@ -73,7 +92,22 @@ def _dagpb_links(cid: CID, data: bytes) -> list[CID]:
 class EmbeddedEngine(StorageEngine):
     name = "embedded"
 
-    def __init__(self, data_dir: Path, *, fsync: bool = False, hamt_threshold: int = HAMT_THRESHOLD):
+    def __init__(self, data_dir: Path, *, fsync: bool = False, hamt_threshold: int = HAMT_THRESHOLD,
+                 fetch_gateways: Sequence[str] = (), client: GuardedClient | None = None,
+                 network_reads: bool = False, retrieval_timeout: float = 30.0,
+                 public_addresses: Sequence[str] = ()):
+        """fetch_gateways: trustless gateway URLs (or HTTP multiaddrs) missing blocks are
+        fetched from; client: the guarded outbound client for every such request (a strict
+        default one if None); network_reads: get_block fetches missing blocks (gateway
+        `serve = "network"`), within retrieval_timeout seconds; public_addresses: the
+        multiaddrs addresses() reports."""
+        self.gateways = fetchmod.targets(fetch_gateways, what="fetch_gateways")
+        self.client = client if client is not None else GuardedClient()
+        self.fetcher = fetchmod.BlockFetcher(self.client)
+        self.network_reads = network_reads
+        self.retrieval_timeout = float(retrieval_timeout)
+        self.public_addresses = list(public_addresses)
+        self._reads: dict[bytes, asyncio.Task] = {}  # network reads in flight, by multihash
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Blockstore(self.data_dir / "blocks", fsync=fsync)
@@ -81,8 +115,10 @@ class EmbeddedEngine(StorageEngine):
         self.pin_index = PinIndex(self.data_dir / "pins.sqlite")
         self.protector = gcmod.Protector()
         self.hamt_threshold = hamt_threshold
+        self.import_budget = ImportBudget()  # buffers shared by the adds in progress
         self._gc_lock = asyncio.Lock()
         self._closed = False
+        self._arrived = asyncio.Event()  # set (and replaced) whenever content lands: see _content_arrived
 
     # --- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
@@ -95,6 +131,9 @@ class EmbeddedEngine(StorageEngine):
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
+            for task in list(self._reads.values()):
+                task.cancel()
+            await self.client.close()
             await asyncio.to_thread(self.pin_index.close)
 
     async def check_ready(self) -> None:
@@ -109,7 +148,59 @@ class EmbeddedEngine(StorageEngine):
         cid = CID.parse(cid)
         if cid.hash_code == IDENTITY:
             return cid.digest
-        return await asyncio.to_thread(self.store.get, cid)
+        try:
+            return await asyncio.to_thread(self.store.get, cid)
+        except BlockNotFound:
+            if not (self.network_reads and self.gateways):
+                raise
+        return await self._retrieve(cid)
+
+    async def _retrieve(self, cid: CID) -> bytes:
+        """A missing block from fetch_gateways (network reads): one fetch per block however
+        many readers wait for it, retried until retrieval_timeout (EngineTimeout)."""
+        self.fetcher.check_hash(cid)
+        key = cid.multihash
+        task = self._reads.get(key)
+        if task is None:
+            task = asyncio.create_task(self._retrieve_once(cid), name=f"hearth-fetch-{cid}")
+            self._reads[key] = task
+
+            def done(t: asyncio.Task) -> None:
+                if self._reads.get(key) is t:
+                    del self._reads[key]
+                if not t.cancelled():
+                    t.exception()  # retrieved: the readers may all have gone
+
+            task.add_done_callback(done)
+        return await asyncio.shield(task)
+
+    async def _retrieve_once(self, cid: CID) -> bytes:
+        sources = fetchmod.SourceSet(self.gateways)
+        delay, last = READ_RETRY_FIRST, None
+        try:
+            async with asyncio.timeout(self.retrieval_timeout):
+                while True:
+                    try:
+                        data = await self.fetcher.fetch(cid, sources)
+                        break
+                    except fetchmod.NotRetrievable as exc:
+                        last = exc
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, READ_RETRY_MAX)
+        except TimeoutError:
+            detail = f": {last}" if last is not None else ""
+            raise EngineTimeout(f"retrieving {cid} timed out after {self.retrieval_timeout:g}s{detail}") from None
+
+        def keep():  # unpinned: gc may collect it
+            if cid.codec == DAG_PB:
+                try:
+                    _dagpb_links(cid, data)
+                except InvalidContent:
+                    return  # served, but not kept (see _dagpb_links)
+            self.store.put(cid.multihash, data)
+
+        await asyncio.to_thread(keep)
+        return data
 
     async def has_block(self, cid: CID) -> bool:
         cid = CID.parse(cid)
@@ -121,6 +212,7 @@ class EmbeddedEngine(StorageEngine):
         if codec == DAG_PB:
             _dagpb_links(cid, data)
         await asyncio.to_thread(self.store.put, cid.multihash, data)
+        self._content_arrived()
         return cid
 
     # --- add ------------------------------------------------------------------------
@@ -131,6 +223,7 @@ class EmbeddedEngine(StorageEngine):
         raw_leaves = options.effective_raw_leaves
         session = self.protector.open()
         store, protector = self.store, self.protector
+        self.import_budget.active += 1
 
         def sink(blocks):
             protector.protect(session, [mh for mh, _ in blocks])
@@ -162,7 +255,7 @@ class EmbeddedEngine(StorageEngine):
                     continue
                 if existing is not None:
                     raise InvalidContent(f"{entry.path!r} given twice")
-                link = await import_file(entry.chunks, sink, cid_version, raw_leaves)
+                link = await import_file(entry.chunks, sink, cid_version, raw_leaves, self.import_budget)
                 node.children[name] = link
                 items.append(AddedItem("/".join(parts), link.cid, link.tsize))
 
@@ -204,9 +297,11 @@ class EmbeddedEngine(StorageEngine):
                 async with self._gc_lock:
                     await asyncio.to_thread(self.pin_index.add, [root.cid], RECURSIVE)
                     self.protector.close(session)
+            self._content_arrived()
             return AddResult(root.cid, root.tsize, items)
         finally:
             self.protector.close(session)
+            self.import_budget.active -= 1
 
     # --- read --------------------------------------------------------------------
     async def cat(self, cid: CID, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
@@ -285,13 +380,16 @@ class EmbeddedEngine(StorageEngine):
 
             async with self._gc_lock:
                 await asyncio.to_thread(check_and_commit)
+            self._content_arrived()
             return roots
         finally:
             await asyncio.to_thread(shutil.rmtree, stage, True)
 
     # --- pins and gc ----------------------------------------------------------------------
-    async def pin(self, cid: CID, recursive: bool = True, fetch: bool = False) -> None:
+    async def pin(self, cid: CID, recursive: bool = True, fetch: bool = False, origins: Sequence[str] = ()) -> None:
         cid = CID.parse(cid)
+        sources = fetchmod.SourceSet([*self._origin_targets(origins), *self.gateways]) if fetch else None
+        fetching = sources is not None
 
         def check():
             if not recursive:
@@ -310,9 +408,76 @@ class EmbeddedEngine(StorageEngine):
                     raise BlockNotFound(c)
                 stack.extend(ls)
 
-        async with self._gc_lock:
-            await asyncio.to_thread(check)
-            await asyncio.to_thread(self.pin_index.add, [cid], RECURSIVE if recursive else DIRECT)
+        # fetched blocks, and blocks found on disk on the way, stay protected from a
+        # concurrent gc until the pin is recorded (the add protocol of gc.py)
+        session = self.protector.open() if fetching else None
+        try:
+            if session is not None:
+                await self._fetch_for_pin(cid, recursive, sources, session)
+            async with self._gc_lock:
+                await asyncio.to_thread(check)
+                await asyncio.to_thread(self.pin_index.add, [cid], RECURSIVE if recursive else DIRECT)
+                if session is not None:
+                    self.protector.close(session)
+        finally:
+            if session is not None:
+                self.protector.close(session)
+
+    def _content_arrived(self) -> None:
+        """Wake the pins waiting for content (an upload may bring what they lack)."""
+        event, self._arrived = self._arrived, asyncio.Event()
+        event.set()
+
+    @staticmethod
+    def _origin_targets(origins: Sequence[str]) -> list:
+        """The HTTP origins of a pin request (URLs, /http multiaddrs); libp2p ones are ignored."""
+        out = []
+        for o in origins or ():
+            t = fetchmod.http_target(o) if isinstance(o, str) else None
+            if t is None:
+                log.debug("origin %r is not an HTTP address: ignored", o)
+            elif t not in out:
+                out.append(t)
+        return out
+
+    async def _fetch_for_pin(self, cid: CID, recursive: bool, sources, session) -> None:
+        """Fetch what is missing of the DAG, round after round (with backoff) while some
+        block is not retrievable; the caller's timeout or cancellation ends it."""
+        store, protector = self.store, self.protector
+
+        def lookup_many(cids: list[CID]) -> list[list[CID] | None]:
+            protector.protect(session, [c.multihash for c in cids])  # before looking: see gc.py
+            return [gcmod.block_links(store, c) for c in cids]
+
+        def keep(c: CID, data: bytes) -> list[CID]:
+            links = _dagpb_links(c, data) if c.codec == DAG_PB else []
+            protector.protect(session, [c.multihash])
+            store.put(c.multihash, data)
+            return links
+
+        async def lookup(cids):
+            return await asyncio.to_thread(lookup_many, cids)
+
+        async def store_block(c, data):
+            return await asyncio.to_thread(keep, c, data)
+
+        delay = PIN_RETRY_FIRST
+        while True:
+            arrived = self._arrived  # taken before looking: content landing after the look still wakes us
+            try:
+                n = await fetchmod.fetch_dag(cid, recursive=recursive, sources=sources, fetcher=self.fetcher,
+                                             lookup=lookup, store=store_block)
+            except fetchmod.NotRetrievable as exc:
+                log.log(logging.INFO if sources else logging.DEBUG, "pin %s: %s; trying again in %.1fs", cid, exc,
+                        delay)
+                try:  # the backoff, cut short by an add/import/put on this node
+                    await asyncio.wait_for(arrived.wait(), delay)
+                except asyncio.TimeoutError:
+                    delay = min(delay * 2, PIN_RETRY_MAX)
+                continue
+            if n:
+                log.info("pin %s: fetched %d blocks", cid, n)
+            return
 
     async def unpin(self, cid: CID) -> None:
         cid = CID.parse(cid)
@@ -332,9 +497,19 @@ class EmbeddedEngine(StorageEngine):
         async with self._gc_lock:
             return await asyncio.to_thread(run)
 
-    # --- network (none) ------------------------------------------------------------------
+    async def repo_stat(self) -> RepoStat:
+        def stat():
+            blocks, size = self.store.scan_usage()  # exact, and resets the running count
+            return RepoStat(size, blocks, self.pin_index.count())
+
+        return await asyncio.to_thread(stat)
+
+    async def repo_size(self) -> int:
+        return (await asyncio.to_thread(self.store.usage))[1]
+
+    # --- network ------------------------------------------------------------------------------
     async def addresses(self) -> list[str]:
-        return []
+        return list(self.public_addresses)
 
     async def connect(self, multiaddr: str) -> None:
         return None

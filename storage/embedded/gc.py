@@ -28,7 +28,6 @@ Links before Data such a block (a CIDv0 file leaf) has no links: 1 byte is read.
 """
 from __future__ import annotations
 
-import os
 import threading
 
 from .. import dagpb
@@ -114,9 +113,6 @@ def sweep(store: Blockstore, protector: Protector, marked: set[bytes]) -> int:
         with protector.lock:
             if protector.is_protected_locked(mh):
                 continue
-            try:
-                os.unlink(path)
+            if store.remove(path):
                 removed += 1
-            except FileNotFoundError:
-                pass
     return removed

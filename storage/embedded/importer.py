@@ -9,7 +9,11 @@ Streaming: the bytes of a file are cut into batches of BATCH_LEAVES leaves; each
 batch is encoded, hashed and written in ONE worker-thread call (hashlib and file
 IO release the GIL, so two batches hash in parallel on two cores), with at most
 MAX_INFLIGHT batches outstanding. Memory stays at a few batches plus one list of
-at most 174 links per tree level, whatever the file size.
+at most 174 links per tree level, whatever the file size. Imports running at
+the same time share an ImportBudget: with many of them, each one's batches get
+smaller and fewer are in flight, so a hundred concurrent uploads hold about as
+much as a few do (one leaf each at the least, which must be whole before it is
+hashed).
 """
 from __future__ import annotations
 
@@ -33,6 +37,24 @@ HAMT_FANOUT = 256
 HAMT_MURMUR3 = 0x22
 DIR_DATA = dagpb.encode_unixfs(UnixFSData(dagpb.DIRECTORY))  # b"\x08\x01"
 SHA256_PREFIX = b"\x12\x20"
+
+
+IMPORT_BUDGET = 48 << 20  # bytes all imports in progress may buffer between them
+
+
+class ImportBudget:
+    def __init__(self, total: int = IMPORT_BUDGET):
+        self.total = total
+        self.active = 0
+
+    def shape(self) -> tuple[int, int]:
+        """(leaves per batch, batches in flight) for one import right now."""
+        share = self.total // max(1, self.active)
+        for inflight in (MAX_INFLIGHT, 2, 1):
+            leaves = share // (CHUNK_SIZE * (inflight + 2))  # + the batch being filled and its join copy
+            if leaves >= 1:
+                return min(BATCH_LEAVES, leaves), inflight
+        return 1, 1
 
 
 @dataclass(slots=True)
@@ -159,11 +181,14 @@ async def import_file(
     sink: BlockSink,
     cid_version: int,
     raw_leaves: bool,
+    budget: ImportBudget | None = None,
 ) -> Link:
     """Stream one file into the store; return the link to its root."""
     builder = BalancedBuilder(cid_version)
     pending: collections.deque = collections.deque()
-    batch_bytes = CHUNK_SIZE * BATCH_LEAVES
+    budget = budget or ImportBudget()
+    leaves, inflight = budget.shape()
+    batch_bytes = CHUNK_SIZE * leaves
 
     def job(data, extra):
         links, blocks = _leaf_blocks(data, raw_leaves, cid_version)
@@ -197,9 +222,12 @@ async def import_file(
                 for off in range(0, full, batch_bytes):
                     submit(mv[off : off + batch_bytes])
                 rest = bytes(mv[full:])
+                del data, mv
                 pieces = [rest] if rest else []
                 buffered = len(rest)
-            while len(pending) >= MAX_INFLIGHT:
+                leaves, inflight = budget.shape()  # others may have started or finished
+                batch_bytes = CHUNK_SIZE * leaves
+            while len(pending) >= inflight:
                 await drain_one()
         if pieces or total == 0:
             submit(b"".join(pieces))

@@ -63,6 +63,10 @@ class PinIndex:
             rows = self._db.execute("SELECT cid, type FROM pins ORDER BY rowid").fetchall()
         return [(CID.from_bytes(bytes(k)), t) for k, t in rows]
 
+    def count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM pins").fetchone()[0]
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
