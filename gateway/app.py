@@ -1,6 +1,7 @@
 """The application factory."""
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -9,7 +10,7 @@ from aiohttp import web
 
 from outbound import GuardedClient
 from storage.collector import GarbageCollector
-from storage.engine import StorageEngine
+from storage.engine import EngineError, StorageEngine
 from storage.metadata import MetadataStore
 from storage.pin_worker import PinWorker
 from storage.reconcile import Reconciler
@@ -21,7 +22,8 @@ from .cors import cors_middleware
 from .errors import error_middleware, quiet_client_faults
 from .ipfs.handler import handle_ipfs, handle_ipfs_options, handle_ipfs_root
 from .data_dir import operator_key
-from .keys import CACHE, COLLECTOR, CONFIG, ENGINE, METRICS, OPERATOR_KEY, PIN_WORKER, RECONCILED, STORE
+from .keys import (CACHE, COLLECTOR, CONFIG, ENGINE, METRICS, OPERATOR_KEY, PIN_WORKER, RECONCILED, STORE,
+                   UPLOAD_SLOTS)
 from .metrics import Metrics, metrics_middleware
 from .peer_id import node_peer_id, own_delegate
 
@@ -81,6 +83,36 @@ def _observed(engine: StorageEngine, metrics: Metrics) -> StorageEngine:
 
         setattr(engine, name, timed)
     return engine
+
+
+def register_service_metrics(app: web.Application) -> None:
+    """/metrics for the background services and the upload cap, read at scrape time."""
+    m = app[METRICS]
+    gc_runs = m.counter("hearth_gc_runs_total", "Garbage collections run.")
+    gc_removed = m.counter("hearth_gc_removed_blocks_total", "Blocks removed by garbage collection.")
+    gc_last = m.gauge("hearth_gc_last_run_timestamp_seconds", "When the last garbage collection started (0: never).")
+    store_bytes = m.gauge("hearth_store_bytes", "Bytes of blocks in the store (NaN if the engine cannot say now).")
+    uploads = m.gauge("hearth_uploads_in_progress", "Uploads being received.")
+    refused = m.counter("hearth_uploads_refused_total", "Uploads refused with 503 at [storage] max_concurrent_uploads.")
+    missing = m.gauge("hearth_content_missing", "Live content records whose blocks the start-up reconciliation "
+                                                "found missing.")
+
+    async def collect(_m) -> None:
+        collector = app[COLLECTOR]
+        gc_runs.set_total(collector.runs)
+        gc_removed.set_total(collector.removed_total)
+        gc_last.set(collector.last.started_at if collector.last else 0)
+        slots = app[UPLOAD_SLOTS]
+        uploads.set(slots.active)
+        refused.set_total(slots.refused)
+        report = app[RECONCILED].report
+        missing.set(report.counts["missing"] if report else 0)
+        try:
+            store_bytes.set(await asyncio.wait_for(app[ENGINE].repo_size(), 5))
+        except (EngineError, asyncio.TimeoutError):
+            store_bytes.set(float("nan"))
+
+    m.add_collector(collect)
 
 
 def create_app(config: Config, engine: StorageEngine | None = None, *, background: bool = True) -> web.Application:
@@ -150,4 +182,5 @@ def create_app(config: Config, engine: StorageEngine | None = None, *, backgroun
     app.router.add_get("/ipfs/{cid}/{path:.*}", handle_ipfs)
     app.router.add_route("OPTIONS", "/ipfs/{tail:.*}", handle_ipfs_options)
     psa.setup(app)
+    register_service_metrics(app)
     return app

@@ -397,27 +397,30 @@ def _psa_paths() -> dict:
 
 
 PARSER_400 = ("or a request the HTTP parser refuses before the app sees it (request line or a header "
-              "over 8190 bytes, malformed syntax): text/plain")
+              "over 8190 bytes, malformed syntax), answered in the node's Error shape whatever the path")
 
 
 def _with_parser_errors(doc: dict) -> dict:
-    """Any request can be refused by aiohttp's HTTP parser with a text/plain 400."""
+    """Any request can be refused by aiohttp's HTTP parser with a 400 before routing
+    (gateway/server.py answers it as JSON, in the node's Error shape)."""
     doc = copy.deepcopy(doc)  # parts of it are module-level constants shared between operations
-    text = {"text/plain": {"schema": {"type": "string"}}}
+    error = {"$ref": "#/components/schemas/Error"}
     for item in doc["paths"].values():
         for method, op in item.items():
             if method == "parameters":
                 continue
             resp = op["responses"].get("400")
             if resp is None:
-                op["responses"]["400"] = {"description": PARSER_400[len("or "):]}
-                resp = op["responses"]["400"]
+                resp = op["responses"]["400"] = {"description": PARSER_400[len("or "):]}
                 if method != "head":
-                    resp["content"] = dict(text)
+                    resp["content"] = {"application/json": {"schema": error}}
             else:
                 resp = op["responses"]["400"] = {**resp, "description": f"{resp['description']}; {PARSER_400}"}
                 if method != "head":
-                    resp["content"] = {**resp.get("content", {}), **text}
+                    schema = resp.get("content", {}).get("application/json", {}).get("schema")
+                    if schema != error:
+                        schema = {"oneOf": [schema, error]} if schema else error
+                    resp["content"] = {"application/json": {"schema": schema}}
             op["responses"] = dict(sorted(op["responses"].items()))
     return doc
 

@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from .keys import METRICS
+
 log = logging.getLogger("hearth.server")
 
 SWEEP_INTERVAL = 0.5
@@ -128,6 +130,22 @@ class GuardedRequestHandler(RequestHandler):
         super().data_received(data)
         if self._messages:  # headers complete: a request was parsed
             self.headers_since, self.partial = None, False
+
+    def handle_error(self, request, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """Requests aiohttp's parser refuses (bad request line, oversized headers...) get
+        the node's JSON error shape too, not aiohttp's text/plain page."""
+        plain = super().handle_error(request, status, exc, message)
+        if not isinstance(plain, web.Response):
+            return plain
+        text = " ".join((plain.text or "").split())  # one line: the parser's message has a caret diagram
+        if status == 500:
+            text = "internal server error"  # never a traceback, even in debug mode
+        code = {400: "bad_request", 413: "too_large", 414: "uri_too_long", 431: "headers_too_large",
+                500: "internal"}.get(status, "http_error")
+        resp = web.json_response({"error": {"code": code, "message": text or "bad request"}}, status=status)
+        resp.force_close()
+        return resp
 
     def resume_reading(self, resume_parser: bool = True) -> None:
         # the client was not idle while we were not reading
@@ -308,6 +326,29 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop, pressure: PressureRepor
     loop.set_exception_handler(handler)
 
 
+def register_connection_metrics(metrics, server: GuardedServer) -> None:
+    stats = server.stats
+    open_ = metrics.gauge("hearth_connections_open", "Open client connections.")
+    limit = metrics.gauge("hearth_connections_limit", "The connection cap in force (max_connections, fitted "
+                                                      "under the open-file limit).")
+    accepted = metrics.counter("hearth_connections_accepted_total", "Client connections accepted.")
+    refused = metrics.counter("hearth_connections_refused_total", "Connections over the cap, answered 503 and closed.")
+    evicted = metrics.counter("hearth_connections_evicted_total", "Idle connections closed to make room at the cap.")
+    timeouts = metrics.counter("hearth_connection_timeouts_total", "Connections closed for sending too slowly.",
+                               ["phase"])
+
+    def collect(_m) -> None:
+        open_.set(stats.open)
+        limit.set(server.limits.max_connections)
+        accepted.set_total(stats.accepted)
+        refused.set_total(stats.rejected)
+        evicted.set_total(stats.evicted)
+        timeouts.set_total(stats.header_timeouts, phase="headers")
+        timeouts.set_total(stats.body_timeouts, phase="body")
+
+    metrics.add_collector(collect)
+
+
 async def serve(app: web.Application, host: str, port: int, limits: Limits, *, shutdown_timeout: float = 30,
                 on_listening=None) -> None:
     """Run until SIGINT or SIGTERM; then stop accepting and give requests in flight
@@ -320,6 +361,7 @@ async def serve(app: web.Application, host: str, port: int, limits: Limits, *, s
                               handle_signals=False)
     await runner.setup()
     quiet_accept_errors(loop, runner.server.pressure)  # type: ignore[union-attr]
+    register_connection_metrics(app[METRICS], runner.server)
     try:
         site = web.TCPSite(runner, host, port, backlog=ACCEPT_BACKLOG)
         await site.start()

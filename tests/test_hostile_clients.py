@@ -4,7 +4,9 @@ allows, and more concurrent uploads than the node takes."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import time
 
 import aiohttp
@@ -82,6 +84,11 @@ async def test_slow_headers_are_cut_off_and_the_node_stays_responsive(tmp_path):
         assert min(closed_after) >= header_timeout - 0.5
         assert max(closed_after) <= header_timeout + 2.5
         assert set(answers) == {b"HTTP/1.1 408"}
+        async with aiohttp.ClientSession() as session:
+            async with session.get(node.url + "/metrics") as resp:
+                text = await resp.text()
+        timeouts = re.search(r'^hearth_connection_timeouts_total\{phase="headers"\} (\d+)', text, re.M)
+        assert timeouts and int(timeouts.group(1)) >= len(closed_after) - 10
     finally:
         node.stop()
 
@@ -181,3 +188,22 @@ async def test_concurrent_upload_cap(node_factory):
     assert (await first).status == 201 and (await second).status == 201
     resp = await node.post("/api/v1/content?filename=c", data=b"third", headers=node.auth)
     assert resp.status == 201
+
+
+async def test_requests_the_parser_refuses_get_json_errors(tmp_path):
+    node = NodeProcess(tmp_path / "data").start()
+    try:
+        for raw in (b"GET /x HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n", b"GARBAGE\r\n\r\n",
+                    b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+            writer.write(raw)
+            answer = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.split(b"\r\n")[0].endswith(b"400 Bad Request"), answer[:200]
+            assert b"Content-Type: application/json" in head
+            error = json.loads(body)["error"]
+            assert error["code"] == "bad_request" and error["message"] and "\n" not in error["message"]
+        assert "Traceback" not in node.log() and " ERROR " not in node.log()
+    finally:
+        node.stop()
