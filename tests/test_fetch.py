@@ -8,7 +8,6 @@ with `[outbound] allow_private` and `allow_http`."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import time
@@ -24,13 +23,10 @@ from storage.embedded import EmbeddedEngine
 from storage.engine import AddEntry, AddOptions, BlockNotFound, InvalidContent
 from outbound import GuardedClient
 from tests.gateway_helpers import upload_tree
+from tests.psa_helpers import add, get, random_cid, wait_status
 
 LOOPBACK = {"outbound__allow_private": True, "outbound__allow_http": True}
 BIG = 3 * 1024 * 1024 + 12345  # 13 leaves under one root: the walk has two levels
-
-
-def random_cid() -> str:
-    return str(CID.from_digest(os.urandom(32)))
 
 
 # --- Kubo as the remote ------------------------------------------------------------------------
@@ -57,32 +53,6 @@ def kubo_drop(kubo, root: str) -> None:
 
 def kubo_block(kubo, cid: str) -> bytes:
     return subprocess.run([kubo.bin, "block", "get", cid], env=kubo.env, capture_output=True, check=True).stdout
-
-
-# --- PSA helpers ----------------------------------------------------------------------------------
-async def add(node, cid, **fields):
-    resp = await node.post("/psa/pins", data=json.dumps({"cid": cid, **fields}),
-                           headers={**node.auth, "Content-Type": "application/json"})
-    body = await resp.json()
-    assert resp.status == 202, body
-    return body
-
-
-async def get(node, rid):
-    resp = await node.get(f"/psa/pins/{rid}", headers=node.auth)
-    assert resp.status == 200, await resp.text()
-    return await resp.json()
-
-
-async def wait_status(node, rid, want=("pinned", "failed"), timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        body = await get(node, rid)
-        if body["status"] in want:
-            return body
-        if time.monotonic() > deadline:
-            raise AssertionError(f"request {rid} still {body['status']} after {timeout}s: {body}")
-        await asyncio.sleep(0.05)
 
 
 def record_statuses(node) -> list[str]:

@@ -10,11 +10,12 @@ import re
 import aiohttp
 import pytest
 
-from gateway.keys import COLLECTOR, ENGINE, RECONCILED, STORE
+from gateway.keys import COLLECTOR, ENGINE, RECONCILED
 from storage.cid import CID
 from storage.embedded import EmbeddedEngine
 from storage.engine import AddEntry, AddOptions
 from tests.gateway_helpers import upload
+from tests.psa_helpers import add, get, wait_status
 from tests.support.node import NodeProcess, hearth
 
 ENGINES = ["embedded", "kubo"]
@@ -86,12 +87,8 @@ async def test_missing_content_is_reported(node_factory, tmp_path):
     eng = node.app[ENGINE]
     lost = await upload(node, os.urandom(600_000), "lost.bin")
     fine = await upload(node, os.urandom(1000), "fine.bin")
-    resp = await node.post("/psa/pins", json={"cid": lost["cid"], "name": "lost"}, headers=node.auth)
-    rid = (await resp.json())["requestid"]
-    for _ in range(100):
-        if (await (await node.get(f"/psa/pins/{rid}", headers=node.auth)).json())["status"] == "pinned":
-            break
-        await asyncio.sleep(0.05)
+    rid = (await add(node, lost["cid"], name="lost"))["requestid"]
+    assert (await wait_status(node, rid))["status"] == "pinned"
     await eng.unpin(CID.parse(lost["cid"]))
     await eng.gc()  # the disk "loses" the blocks
     assert await node.app[RECONCILED].run()
@@ -99,7 +96,7 @@ async def test_missing_content_is_reported(node_factory, tmp_path):
     details = body["details"]["reconciliation"]
     assert details["missing_content"] == 1 and details["missing_cids"] == [lost["cid"]]
     assert details["requeued"] == 1
-    pin = await (await node.get(f"/psa/pins/{rid}", headers=node.auth)).json()
+    pin = await get(node, rid)
     assert pin["status"] in ("queued", "pinning", "failed")
     out = hearth("repo", "verify", "--data-dir", str(node.config.data_dir), check=False)
     assert out.returncode == 1, out.stdout + out.stderr

@@ -46,14 +46,7 @@ class NodeProcess:
 
     def start(self, timeout: float = 30) -> "NodeProcess":
         cmd = [*HEARTH, "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]
-        preexec = None
-        if self.ulimit_nofile:
-            import resource
-
-            n = self.ulimit_nofile
-
-            def preexec():  # as `ulimit -n N` in a shell: soft and hard
-                resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+        preexec = self._limit_files if self.ulimit_nofile else None
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                      preexec_fn=preexec, start_new_session=True)
@@ -69,6 +62,11 @@ class NodeProcess:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"hearth serve did not start: {self.log()[-3000:]}")
+
+    def _limit_files(self) -> None:  # in the child, as `ulimit -n N` in a shell: soft and hard
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.ulimit_nofile, self.ulimit_nofile))
 
     def log(self) -> str:
         try:
