@@ -2,6 +2,8 @@
 # Install what the test suite needs, idempotently:
 #   - a Python virtualenv at .venv with Hearth and its test extras
 #   - Kubo (built from its Go module, cached in ~/.cache/hearth/tools)
+#   - for the browser tests: Debian's chromium (apt, when root) and npm
+#     playwright-core (cached in ~/.cache/hearth/pwcore)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,4 +42,22 @@ if [ ! -x "$KUBO" ]; then
   mv "$KUBO.tmp" "$KUBO"
 fi
 "$KUBO" version >/dev/null
+
+# Browser tests (a dApp on another origin calling the API): Debian's chromium, driven
+# by npm playwright-core (its own browser download cannot work offline). Without them
+# those tests are skipped, and say why.
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing Debian chromium for the browser tests (first run only)..." >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q chromium >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
+    || echo "could not install chromium: browser tests will be skipped" >&2
+fi
+PW="${HEARTH_PLAYWRIGHT_DIR:-$HOME/.cache/hearth/pwcore}"
+if [ ! -f "$PW/node_modules/playwright-core/package.json" ] && command -v npm >/dev/null; then
+  mkdir -p "$PW"
+  [ -f "$PW/package.json" ] || echo '{"name": "hearth-pwcore", "private": true}' > "$PW/package.json"
+  npm install --prefix "$PW" --no-audit --no-fund --loglevel=error playwright-core@1.65.1 >/dev/null 2>&1 \
+    || echo "could not install playwright-core: browser tests will be skipped" >&2
+fi
 echo "test dependencies ready: $(.venv/bin/python --version), $("$KUBO" version)" >&2
