@@ -53,7 +53,7 @@ SWEEP_INTERVAL = 0.5
 # per socket of that batch, pausing all accepts for a second: so the cap leaves room
 # for two batches (one being accepted, one evicted and not yet closed)
 ACCEPT_BACKLOG = 64
-EVICT_GRACE = 0.2  # a connection younger than this is never evicted: it has had no time to talk
+EVICT_GRACE = 0.1  # seconds: a newer connection is never evicted, it may not have had a round trip to talk yet
 FD_BASE = 48  # descriptors for the database, logs, block files being read, the event loop
 
 _REJECT_BODY = b'{"error": {"code": "too_many_connections", "message": "the node has too many open connections; retry shortly"}}'

