@@ -250,9 +250,11 @@ def cmd_repo(args, config: Config) -> int:
     from .metrics import Metrics
 
     async def verify():
+        # local reads only (a missing block must be reported, not fetched), and no
+        # engine.start(): it would clear the staging and temp files of a live node
+        config.set("gateway", "serve", "local")
         store = MetadataStore(config.data_dir / "hearth.sqlite")
         engine = make_engine(config, Metrics())
-        await engine.start()
         try:
             await store.run(store.migrate)
             return await verify_content(store, engine)
