@@ -16,21 +16,22 @@ from storage.pin_worker import PinWorker
 from storage.reconcile import Reconciler
 
 from . import content_api, operator_api, ops, psa
-from .cache import ResponseCache
+from .cache import ResponseCache, SharedGeneration
 from .config import Config, ConfigError
 from .cors import cors_middleware
 from .errors import error_middleware, quiet_client_faults
 from .ipfs.handler import handle_ipfs, handle_ipfs_options, handle_ipfs_root
 from .data_dir import operator_key
-from .keys import (CACHE, COLLECTOR, CONFIG, ENGINE, METRICS, OPERATOR_KEY, PIN_WORKER, RECONCILED, STORE,
-                   UPLOAD_SLOTS)
+from .keys import (CACHE, COLLECTOR, CONFIG, ENGINE, LEADERSHIP, METRICS, METRICS_SHARE, OPERATOR_KEY, PIN_WORKER,
+                   RECONCILED, SCRUBBER, STORE, UPLOAD_SLOTS)
 from .metrics import Metrics, metrics_middleware
+from .workers import Leadership, MetricsShare
 from .peer_id import node_peer_id, own_delegate
 
 log = logging.getLogger("hearth")
 
 
-def make_engine(config: Config, metrics: Metrics) -> StorageEngine:
+def make_engine(config: Config, metrics: Metrics, workers: int = 1) -> StorageEngine:
     storage = config["storage"]
     local = config["gateway"]["serve"] == "local"
     if storage["engine"] == "kubo":
@@ -52,7 +53,8 @@ def make_engine(config: Config, metrics: Metrics) -> StorageEngine:
     try:
         engine = EmbeddedEngine(config.data_dir, fetch_gateways=gateways, client=client, network_reads=not local,
                                 retrieval_timeout=config["gateway"]["retrieval_timeout"],
-                                public_addresses=[public_multiaddr(config)])
+                                public_addresses=[public_multiaddr(config)],
+                                verify_on_read=storage["verify_on_read"], shared_store=workers > 1)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return _observed(engine, metrics)
@@ -85,28 +87,65 @@ def _observed(engine: StorageEngine, metrics: Metrics) -> StorageEngine:
     return engine
 
 
+def make_scrubber(config: Config, engine: StorageEngine, on_corrupt=None):
+    """The block-store scrubber of an embedded engine ([storage] scrub_rate); None for
+    an engine without a local block store (Kubo)."""
+    from storage.embedded.blockstore import Blockstore
+    from storage.embedded.scrubber import Scrubber
+
+    store = getattr(engine, "store", None)
+    if not isinstance(store, Blockstore):
+        return None
+    return Scrubber(store, config.data_dir / "scrub.json", config["storage"]["scrub_rate"], on_corrupt=on_corrupt)
+
+
+def register_scrub_metrics(app: web.Application) -> None:
+    """/metrics for the scrubber (embedded engine only)."""
+    scrubber = app[SCRUBBER]
+    if scrubber is None:
+        return
+    m = app[METRICS]
+    corrupt = m.counter("hearth_scrub_corrupt_blocks_total", "Stored blocks the scrubber found not matching their "
+                                                             "hash (moved aside as *.corrupt).")
+    blocks = m.counter("hearth_scrub_checked_blocks_total", "Stored blocks the scrubber re-hashed.")
+    nbytes = m.counter("hearth_scrub_checked_bytes_total", "Bytes of stored blocks the scrubber re-hashed.")
+    passes = m.counter("hearth_scrub_passes_total", "Complete scrubber passes over the block store.")
+
+    def collect(_m) -> None:
+        corrupt.set_total(scrubber.corrupt_total)
+        blocks.set_total(scrubber.checked_blocks)
+        nbytes.set_total(scrubber.checked_bytes)
+        passes.set_total(scrubber.passes)
+
+    m.add_collector(collect)
+
+
 def register_service_metrics(app: web.Application) -> None:
     """/metrics for the background services and the upload cap, read at scrape time."""
     m = app[METRICS]
-    gc_runs = m.counter("hearth_gc_runs_total", "Garbage collections run.")
-    gc_removed = m.counter("hearth_gc_removed_blocks_total", "Blocks removed by garbage collection.")
-    gc_last = m.gauge("hearth_gc_last_run_timestamp_seconds", "When the last garbage collection started (0: never).")
-    store_bytes = m.gauge("hearth_store_bytes", "Bytes of blocks in the store (NaN if the engine cannot say now).")
+    # node-wide: the same in every worker (shared state), never summed across workers
+    gc_runs = m.counter("hearth_gc_runs_total", "Garbage collections run.", node_wide=True)
+    gc_removed = m.counter("hearth_gc_removed_blocks_total", "Blocks removed by garbage collection.", node_wide=True)
+    gc_last = m.gauge("hearth_gc_last_run_timestamp_seconds", "When the last garbage collection started (0: never).",
+                      node_wide=True)
+    store_bytes = m.gauge("hearth_store_bytes", "Bytes of blocks in the store (NaN if the engine cannot say now).",
+                          node_wide=True)
+    missing = m.gauge("hearth_content_missing", "Live content records whose blocks the start-up reconciliation "
+                                                "found missing.", node_wide=True)
+    # per process: summed across workers
     uploads = m.gauge("hearth_uploads_in_progress", "Uploads being received.")
     refused = m.counter("hearth_uploads_refused_total", "Uploads refused with 503 at [storage] max_concurrent_uploads.")
-    missing = m.gauge("hearth_content_missing", "Live content records whose blocks the start-up reconciliation "
-                                                "found missing.")
 
     async def collect(_m) -> None:
-        collector = app[COLLECTOR]
-        gc_runs.set_total(collector.runs)
-        gc_removed.set_total(collector.removed_total)
-        gc_last.set(collector.last.started_at if collector.last else 0)
+        gc = await app[COLLECTOR].state()
+        gc_runs.set_total(gc["runs"])
+        gc_removed.set_total(gc["removed_total"])
+        gc_last.set(gc["last"]["started_at"] if gc["last"] else 0)
         slots = app[UPLOAD_SLOTS]
         uploads.set(slots.active)
         refused.set_total(slots.refused)
-        report = app[RECONCILED].report
-        missing.set(report.counts["missing"] if report else 0)
+        _state, report = await app[RECONCILED].shared_report()
+        missing.set(report["counts"]["missing"] if report else 0)
         try:
             store_bytes.set(await asyncio.wait_for(app[ENGINE].repo_size(), 5))
         except (EngineError, asyncio.TimeoutError):
@@ -115,9 +154,11 @@ def register_service_metrics(app: web.Application) -> None:
     m.add_collector(collect)
 
 
-def create_app(config: Config, engine: StorageEngine | None = None, *, background: bool = True) -> web.Application:
-    """background=False: no pin worker or scheduled gc (for CLI commands that set the
-    app up to work on the data dir without serving)."""
+def create_app(config: Config, engine: StorageEngine | None = None, *, background: bool = True,
+               workers: int = 1) -> web.Application:
+    """background=False: no background services but the start-up reconciliation (for
+    CLI commands that set the app up to work on the data dir without serving).
+    workers: how many server processes serve this node (gateway/workers.py)."""
     metrics = Metrics()
     quiet_client_faults()  # aiohttp logs malformed requests and disconnects as errors: debug lines instead
     app = web.Application(
@@ -126,18 +167,25 @@ def create_app(config: Config, engine: StorageEngine | None = None, *, backgroun
     )
     app[CONFIG] = config
     app[METRICS] = metrics
-    app[CACHE] = ResponseCache(config["gateway"]["cache_bytes"], config["gateway"]["cache_max_item"])
-    app[ENGINE] = engine if engine is not None else make_engine(config, metrics)
+    run_dir = config.data_dir / "run"  # what the node's processes share besides the data
+    app[CACHE] = ResponseCache(config["gateway"]["cache_bytes"], config["gateway"]["cache_max_item"],
+                               SharedGeneration(run_dir / "cache.generation"))
+    app[ENGINE] = engine if engine is not None else make_engine(config, metrics, workers)
     app[STORE] = MetadataStore(config.data_dir / "hearth.sqlite")
     # unpinned content may be collected: stop serving it from memory
+    # (with several workers, requests made in another one are seen by polling: every second)
     app[PIN_WORKER] = PinWorker(app[STORE], app[ENGINE], workers=config["pinning"]["workers"],
-                                pin_timeout=config["pinning"]["pin_timeout"], on_released=app[CACHE].clear)
+                                pin_timeout=config["pinning"]["pin_timeout"], on_released=app[CACHE].clear,
+                                lock_dir=run_dir / "locks", **({"poll_interval": 1.0} if workers > 1 else {}))
     storage = config["storage"]
-    # collected content must not be served from memory either
+    # collected content must not be served from memory either, by any worker
     app[COLLECTOR] = GarbageCollector(app[ENGINE], max_bytes=storage["max_bytes"], watermark=storage["gc_watermark"],
-                                      period=storage["gc_period"], on_collected=app[CACHE].clear)
-    app[RECONCILED] = Reconciler(app[STORE], app[ENGINE], app[PIN_WORKER])
+                                      period=storage["gc_period"], on_collected=app[CACHE].invalidate_everywhere,
+                                      state_path=run_dir / "gc.json")
+    app[RECONCILED] = Reconciler(app[STORE], app[ENGINE], app[PIN_WORKER], report_path=run_dir / "reconcile.json")
     app[OPERATOR_KEY] = operator_key(config.data_dir)
+    # a damaged block must not be served from memory either
+    app[SCRUBBER] = make_scrubber(config, app[ENGINE], on_corrupt=lambda _report: app[CACHE].invalidate_everywhere())
 
     async def store_ctx(app: web.Application):
         store = app[STORE]
@@ -152,27 +200,40 @@ def create_app(config: Config, engine: StorageEngine | None = None, *, backgroun
         await app[ENGINE].close()
 
     async def reconcile_ctx(app: web.Application):
-        # before the server accepts requests: no upload can race it
         await app[RECONCILED].start()
         yield
         await app[RECONCILED].stop()
 
-    async def pin_worker_ctx(app: web.Application):
-        await app[PIN_WORKER].start()
-        yield
-        await app[PIN_WORKER].stop()
+    async def services_ctx(app: web.Application):
+        """The background services run in exactly one process of the node: this one,
+        if it gets the lead (gateway/workers.py). The reconciliation comes first, and a
+        process that leads from the start runs it before it accepts requests."""
+        services = [app[RECONCILED], app[PIN_WORKER], app[COLLECTOR]] + ([app[SCRUBBER]] if app[SCRUBBER] else [])
 
-    async def collector_ctx(app: web.Application):
-        await app[COLLECTOR].start()
+        async def start():
+            for service in services:
+                await service.start()
+
+        async def stop():
+            for service in reversed(services):
+                await service.stop()
+
+        app[LEADERSHIP] = Leadership(run_dir, start, stop)
+        await app[LEADERSHIP].begin()
         yield
-        await app[COLLECTOR].stop()
+        await app[LEADERSHIP].end()
+
+    async def metrics_share_ctx(app: web.Application):
+        app[METRICS_SHARE] = MetricsShare(run_dir, app[METRICS])
+        await app[METRICS_SHARE].start()
+        yield
+        await app[METRICS_SHARE].stop()
 
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(engine_ctx)
-    app.cleanup_ctx.append(reconcile_ctx)
-    if background:
-        app.cleanup_ctx.append(pin_worker_ctx)
-        app.cleanup_ctx.append(collector_ctx)
+    app.cleanup_ctx.append(services_ctx if background else reconcile_ctx)
+    if workers > 1:
+        app.cleanup_ctx.append(metrics_share_ctx)
 
     ops.setup(app)
     content_api.setup(app)
@@ -183,4 +244,5 @@ def create_app(config: Config, engine: StorageEngine | None = None, *, backgroun
     app.router.add_route("OPTIONS", "/ipfs/{tail:.*}", handle_ipfs_options)
     psa.setup(app)
     register_service_metrics(app)
+    register_scrub_metrics(app)
     return app

@@ -93,46 +93,83 @@ def cmd_token(args, config: Config) -> int:
     return 0
 
 
-def cmd_serve(config: Config) -> int:
+def cmd_serve(config: Config, args) -> int:
     import asyncio
+    import math
 
     from .app import create_app
     from .data_dir import DataDirBusy, DataDirLock, remove_api_file, write_api_file
     from .log_config import configure_logging
     from .server import Limits, fit_connections_to_fd_limit, serve
+    from .workers import Supervisor, exit_with_supervisor, serve_argv, signal_ready, worker_count, worker_of
 
-    configure_logging(config["server"]["log_level"])
-    log = logging.getLogger("hearth")
     server = config["server"]
+    worker = worker_of()  # (index, count) when started by a supervisor
+    if worker is not None:
+        exit_with_supervisor()
+    count = worker[1] if worker else worker_count(server["workers"])
+    configure_logging(server["log_level"], f"w{worker[0]}" if worker else "")
+    log = logging.getLogger("hearth")
     host, port = server["host"], server["port"]
-    try:
-        lock = DataDirLock(config.data_dir).acquire()
-    except DataDirBusy as exc:
-        log.error("%s: stop it first, or give this node another --data-dir", exc)
-        return 1
-    limits = Limits(header_timeout=server["header_timeout"], body_idle_timeout=server["body_idle_timeout"],
-                    keepalive_timeout=server["keepalive_timeout"],
-                    max_connections=fit_connections_to_fd_limit(
-                        server["max_connections"], engine_fds=160 if config["storage"]["engine"] == "kubo" else 32))
+    lock = None
+    if worker is None:  # the process that owns the data dir: a lone server, or the supervisor
+        try:
+            lock = DataDirLock(config.data_dir).acquire()
+        except DataDirBusy as exc:
+            log.error("%s: stop it first, or give this node another --data-dir", exc)
+            return 1
+    local = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
 
-    def listening(runner) -> None:
-        # called once the socket listens, so the URL is live when logged
-        bound = runner.addresses[0][1] if runner.addresses else port
-        local = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
+    def announce(bound: int) -> None:
         write_api_file(config.data_dir, f"http://{local}:{bound}")
-        log.info("Hearth serving on http://%s:%s (engine=%s, data_dir=%s)", host, bound,
-                 config["storage"]["engine"], config.data_dir)
+        log.info("Hearth serving on http://%s:%s (engine=%s, data_dir=%s%s)", host, bound, config["storage"]["engine"],
+                 config.data_dir, f", {count} workers" if count > 1 else "")
 
     try:
-        asyncio.run(serve(create_app(config), host, port, limits, shutdown_timeout=30, on_listening=listening))
-    except OSError as exc:
-        log.error("cannot serve on %s:%s: %s", host, port, exc.strerror or exc)
-        return 1
+        if worker is None and count > 1:
+            try:
+                supervisor = Supervisor(serve_argv(args.config, config.data_dir), count, host, port,
+                                        drain_seconds=30)
+            except OSError as exc:
+                log.error("cannot serve on %s:%s: %s", host, port, exc.strerror or exc)
+                return 1
+            code = supervisor.run(on_ready=announce)
+            log.info("Hearth stopped")
+            return code
+        # one server process: the whole node, or one worker of several (limits shared out)
+        for section, key in (("server", "max_connections"), ("storage", "max_concurrent_uploads")):
+            config.set(section, key, math.ceil(config[section][key] / count))
+        limits = Limits(header_timeout=server["header_timeout"], body_idle_timeout=server["body_idle_timeout"],
+                        keepalive_timeout=server["keepalive_timeout"],
+                        max_connections=fit_connections_to_fd_limit(
+                            server["max_connections"], engine_fds=160 if config["storage"]["engine"] == "kubo" else 32))
+
+        def listening(runner) -> None:
+            # called once the socket listens, so the URL is live when it is announced
+            if worker is not None:
+                signal_ready()
+            else:
+                announce(runner.addresses[0][1] if runner.addresses else port)
+
+        try:
+            import os as _os
+            factory = None
+            if _os.environ.get("HEARTH_UVLOOP"):
+                import uvloop
+                factory = uvloop.new_event_loop
+            with asyncio.Runner(loop_factory=factory) as runner:
+                runner.run(serve(create_app(config, workers=count), host, port, limits, shutdown_timeout=30,
+                                 on_listening=listening, reuse_port=worker is not None, worker=worker is not None))
+        except OSError as exc:
+            log.error("cannot serve on %s:%s: %s", host, port, exc.strerror or exc)
+            return 1
+        if worker is None:
+            log.info("Hearth stopped")
+        return 0
     finally:
-        remove_api_file(config.data_dir)
-        lock.release()
-    log.info("Hearth stopped")
-    return 0
+        if lock is not None:
+            remove_api_file(config.data_dir)
+            lock.release()
 
 
 # --- gc and repo: ask the running node, or work on the data dir directly ------------------
@@ -241,6 +278,18 @@ def cmd_repo(args, config: Config) -> int:
               (f"last: {last['reason']}, removed {last['removed_blocks']} blocks" if last else "not run yet"))
         missing = rec.get("counts", {}).get("missing", 0)
         print("reconciliation  " + (rec.get("state") or f"done: {missing} records with missing content"))
+        scrub = state.get("scrub")
+        if scrub:
+            if scrub["state"] == "off":
+                print("scrub           off ([storage] scrub_rate = 0)")
+            else:
+                last_pass = scrub["last_pass_completed_at"]
+                print(f"scrub           {scrub['state']}, {_size(scrub['rate_bytes_per_s'])}/s, {scrub['passes']} passes"
+                      + (f" (last ended {last_pass})" if last_pass else "")
+                      + (f"; {scrub['corrupt_blocks']} corrupt blocks found since it started"
+                         if scrub["state"] == "running" else ""))
+            for item in scrub["corrupt"]:
+                print(f"  corrupt block {item['cid']} (multihash {item['multihash']}), found {item['found_at']}")
         return 0
 
     from storage.engine import EngineError
@@ -253,6 +302,9 @@ def cmd_repo(args, config: Config) -> int:
         # local reads only (a missing block must be reported, not fetched), and no
         # engine.start(): it would clear the staging and temp files of a live node
         config.set("gateway", "serve", "local")
+        # and every block hashed as it is read, damaged ones moved aside as the read path
+        # did before verify_on_read existed (verify_content hashes them itself too)
+        config.set("storage", "verify_on_read", "always")
         store = MetadataStore(config.data_dir / "hearth.sqlite")
         engine = make_engine(config, Metrics())
         try:
@@ -289,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_gc(args, config)
     if args.command == "repo":
         return cmd_repo(args, config)
-    return cmd_serve(config)
+    return cmd_serve(config, args)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from .auth import require_owner
 from .memory_release import HeapTrimmer
 from .errors import HTTPError, bad_request
 from .keys import COLLECTOR, CONFIG, ENGINE, METRICS, PIN_WORKER, STORE, UPLOAD_SLOTS
+from .socket_body import SocketBody, close_after_response
 
 CAR_TYPES = ("application/vnd.ipld.car",)
 READ_CHUNK = 256 * 1024
@@ -188,7 +189,9 @@ async def upload(request: web.Request) -> web.Response:
         raise HTTPError(503, "too_many_uploads", f"{slots.limit} uploads are in progress; retry shortly",
                         {"Retry-After": "5"})
     try:
-        response = await _receive_upload(request, owner)
+        # from before the add until the record is written, no gc takes the upload's blocks
+        async with request.app[ENGINE].writing():
+            response = await _receive_upload(request, owner)
     finally:
         slots.give_back()
     request.app[COLLECTOR].check_soon()  # the store grew: is it over the gc watermark?
@@ -227,11 +230,13 @@ async def _receive_upload(request: web.Request, owner: str) -> web.Response:
 
     names: list[str] = []
     problems: list[Exception] = []
+    raw: SocketBody | None = None
 
     async def stream(source) -> AsyncIterator[bytes]:
         while True:
             try:
-                chunk = await source.read_chunk(READ_CHUNK) if isinstance(source, BodyPartReader) else await source.read(READ_CHUNK)
+                # a raw body: whatever has arrived, as aiohttp received it (no re-chunking copy)
+                chunk = await source.read_chunk(READ_CHUNK) if isinstance(source, BodyPartReader) else await source.readany()
             except Exception as exc:  # malformed multipart / client went away
                 problems.append(bad_request(f"malformed upload body: {exc}", "invalid_body"))
                 raise problems[-1] from None
@@ -278,15 +283,19 @@ async def _receive_upload(request: web.Request, owner: str) -> web.Response:
         filename = query_filename(request)
         names.append(filename)
         options.size_hint = request.content_length
+        # the same bytes, for an engine that forwards them from socket to socket
+        raw = SocketBody.of(request, idle_timeout=config["server"]["body_idle_timeout"])
 
         async def entries():
-            yield AddEntry(filename or "file", stream(request.content))
+            yield AddEntry(filename or "file", stream(request.content), raw)
 
     try:
         result = await engine.add(entries(), options)
     except Exception:
         if budget.error:
             raise budget.error from None
+        if raw is not None and raw.error:
+            raise raw.error from None
         if problems:
             raise problems[0] from None
         raise
@@ -294,6 +303,8 @@ async def _receive_upload(request: web.Request, owner: str) -> web.Response:
         raise budget.error
     if problems:
         raise problems[0]
+    if raw is not None and raw.used:
+        budget.take(raw.size)
     if not names:
         raise bad_request("no file parts in the upload (expected parts named 'file')", "invalid_body")
     if not request.content_length:
@@ -374,6 +385,7 @@ async def delete_record(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app[UPLOAD_SLOTS] = UploadSlots(app[CONFIG]["storage"]["max_concurrent_uploads"])
+    app.on_response_prepare.append(close_after_response)
     app.router.add_post("/api/v1/content", upload)
     app.router.add_get("/api/v1/content", list_records)
     app.router.add_get("/api/v1/content/{cid}", get_record)

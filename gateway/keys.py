@@ -23,3 +23,6 @@ COLLECTOR = web.AppKey("collector", GarbageCollector)
 RECONCILED = web.AppKey("reconciled", Reconciler)
 OPERATOR_KEY = web.AppKey("operator_key", str)
 UPLOAD_SLOTS = web.AppKey("upload_slots", object)
+SCRUBBER = web.AppKey("scrubber", object)  # storage.embedded.scrubber.Scrubber; None with the Kubo engine
+LEADERSHIP = web.AppKey("leadership", object)  # gateway.workers.Leadership: does this process run the services?
+METRICS_SHARE = web.AppKey("metrics_share", object)  # gateway.workers.MetricsShare, with several workers

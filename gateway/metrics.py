@@ -77,6 +77,25 @@ class _Metric:
     def __init__(self, name: str, help: str, labels: Iterable[str] = ()):
         self.name, self.help, self.labelnames = name, help, tuple(labels)
         self._values: dict[tuple[str, ...], Any] = {}
+        # node_wide: the same value in every worker (read from shared state: the database,
+        # the store): not summed across workers, unlike per-process counts
+        self.node_wide = False
+
+    def dump(self) -> list:
+        return [[list(k), v] for k, v in self._values.items()]
+
+    def merged(self, dumps: list[list]) -> dict:
+        """These values plus other workers' (dump() of the same metric): summed."""
+        out = dict(self._values)
+        for dump in dumps:
+            for key, value in dump:
+                key = tuple(key)
+                out[key] = self._add(out.get(key), value)
+        return out
+
+    @staticmethod
+    def _add(a, b):
+        return b if a is None else a + b
 
     def _key(self, labels: dict[str, Any]) -> tuple[str, ...]:
         if set(labels) != set(self.labelnames):
@@ -92,13 +111,16 @@ class _Metric:
     def value(self, **labels) -> Any:
         return self._values.get(self._key(labels), 0)
 
-    def samples(self) -> list[str]:
-        if not self._values and not self.labelnames:
+    def samples(self, values: dict | None = None) -> list[str]:
+        values = self._values if values is None else values
+        if not values and not self.labelnames:
             return [f"{self.name} 0"]
-        return [f"{self.name}{self._labels(k)} {_format_value(v)}" for k, v in sorted(self._values.items())]
+        return [f"{self.name}{self._labels(k)} {_format_value(v)}" for k, v in sorted(values.items())]
 
-    def render(self) -> list[str]:
-        return [f"# HELP {self.name} {_escape_help(self.help)}", f"# TYPE {self.name} {self.kind}", *self.samples()]
+    def render(self, others: list[list] = ()) -> list[str]:
+        values = self.merged(list(others)) if others and not self.node_wide else None
+        return [f"# HELP {self.name} {_escape_help(self.help)}", f"# TYPE {self.name} {self.kind}",
+                *self.samples(values)]
 
 
 class Counter(_Metric):
@@ -160,9 +182,16 @@ class Histogram(_Metric):
         entry = self._values.get(self._key(labels))
         return (entry[0], entry[1]) if entry else (0, 0.0)
 
-    def samples(self) -> list[str]:
+    @staticmethod
+    def _add(a, b):
+        if a is None:
+            return [b[0], b[1], list(b[2])]
+        return [a[0] + b[0], a[1] + b[1], [x + y for x, y in zip(a[2], b[2])]]
+
+    def samples(self, values: dict | None = None) -> list[str]:
         out = []
-        items = sorted(self._values.items()) or ([((), [0, 0.0, [0] * len(self.buckets)])] if not self.labelnames else [])
+        values = self._values if values is None else values
+        items = sorted(values.items()) or ([((), [0, 0.0, [0] * len(self.buckets)])] if not self.labelnames else [])
         for key, (count, total, counts) in items:
             for b, n in zip(self.buckets, counts):
                 le = 'le="' + _format_value(b) + '"'
@@ -208,11 +237,15 @@ class Registry:
         metric = self._metrics[name] = cls(name, help, labels, **kw)
         return metric
 
-    def counter(self, name: str, help: str, labels: Iterable[str] = ()) -> Counter:
-        return self._register(Counter, name, help, labels)
+    def counter(self, name: str, help: str, labels: Iterable[str] = (), node_wide: bool = False) -> Counter:
+        counter = self._register(Counter, name, help, labels)
+        counter.node_wide = node_wide
+        return counter
 
-    def gauge(self, name: str, help: str, labels: Iterable[str] = ()) -> Gauge:
-        return self._register(Gauge, name, help, labels)
+    def gauge(self, name: str, help: str, labels: Iterable[str] = (), node_wide: bool = False) -> Gauge:
+        gauge = self._register(Gauge, name, help, labels)
+        gauge.node_wide = node_wide
+        return gauge
 
     def histogram(self, name: str, help: str, labels: Iterable[str] = (), buckets: Iterable[float] = DEFAULT_BUCKETS) -> Histogram:
         return self._register(Histogram, name, help, labels, buckets=buckets)
@@ -233,11 +266,16 @@ class Registry:
             except Exception as exc:  # noqa: BLE001 - a scrape must not fail on one source
                 log.warning("metrics collector %s failed: %r", getattr(fn, "__qualname__", fn), exc)
 
-    def render(self) -> str:
+    def render(self, others: list[dict] = ()) -> str:
+        """The exposition; others: dump()s of other workers' registries, added in."""
         out: list[str] = []
         for metric in self._metrics.values():
-            out += metric.render()
+            out += metric.render([d[metric.name] for d in others if metric.name in d])
         return "\n".join(out) + "\n"
+
+    def dump(self) -> dict:
+        """The per-process values (not node-wide ones), for another worker to add in."""
+        return {m.name: m.dump() for m in self._metrics.values() if not m.node_wide}
 
 
 class Metrics(Registry):
@@ -255,10 +293,12 @@ class Metrics(Registry):
         self.cache_bytes = self.gauge("hearth_cache_bytes", "Bytes held by the in-memory response and block cache.")
         self.cache_hits = self.counter("hearth_cache_hits_total", "Cache lookups that found an entry.")
         self.cache_misses = self.counter("hearth_cache_misses_total", "Cache lookups that found nothing.")
-        self.pin_requests = self.gauge("hearth_pin_requests", "Pinning Services API requests by status.", ["status"])
+        self.pin_requests = self.gauge("hearth_pin_requests", "Pinning Services API requests by status.", ["status"],
+                                       node_wide=True)
         for status in PIN_STATUSES:
             self.pin_requests.set(0, status=status)
-        self.start_time = self.gauge("hearth_start_time_seconds", "When the node started, in Unix seconds.")
+        self.start_time = self.gauge("hearth_start_time_seconds", "When the node started, in Unix seconds.",
+                                     node_wide=True)
         self.start_time.set(self.started)
 
     # byte counts, kept as attributes for the code that adds to them (`metrics.bytes_in += n`)

@@ -183,7 +183,8 @@ GATEWAY_PARAMS = [
     {"name": "car-version", "in": "query", "description": "CAR responses only", "schema": {"type": "string", "enum": ["1"]}},
     {"name": "car-order", "in": "query", "description": "CAR responses only", "schema": {"type": "string", "enum": ["dfs", "unk"]}},
     {"name": "car-dups", "in": "query", "description": "CAR responses only", "schema": {"type": "string", "enum": ["y", "n"]}},
-    {"name": "Range", "in": "header", "schema": {"type": "string", "example": "bytes=0-1023"}},
+    {"name": "Range", "in": "header", "description": "one range, or several (bytes=0-9,20-29) for a "
+     "multipart/byteranges answer", "schema": {"type": "string", "example": "bytes=0-1023"}},
     {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
     {"name": "Cache-Control", "in": "header", "description": "only-if-cached: 412 unless the root block is local",
      "schema": {"type": "string"}},
@@ -198,7 +199,9 @@ _BYTES = {"schema": {"type": "string", "format": "binary"}}
 GATEWAY_RESPONSES = {
     "200": {"description": "file bytes, directory listing, raw block or CAR stream", "headers": _IPFS_HEADERS,
             "content": {"*/*": _BYTES}},
-    "206": {"description": "a single byte range", "headers": _IPFS_HEADERS, "content": {"*/*": _BYTES}},
+    "206": {"description": "a byte range (one range: Content-Range; several ranges of a file: "
+                           "multipart/byteranges, one part per range)", "headers": _IPFS_HEADERS,
+            "content": {"*/*": _BYTES}},
     "301": {"description": "directory requested without a trailing slash",
             "headers": {"Location": {"required": True, "schema": {"type": "string"}}}},
     "304": {"description": "If-None-Match matched the Etag"},
@@ -260,7 +263,7 @@ def _schemas() -> dict:
         "Readiness": {"type": "object", "required": ["status", "engine", "checks"], "properties": {
             "status": {"type": "string", "enum": ["ready", "not ready"]}, "engine": {"type": "string"},
             "checks": {"type": "object", "additionalProperties": {"type": "string"}}}},
-        "OperatorState": {"type": "object", "description": "engine, repo size, gc and reconciliation state",
+        "OperatorState": {"type": "object", "description": "engine, repo size, gc, reconciliation and scrub state",
                           "additionalProperties": True},
         # Pinning Services API v1.0.0 (its own schemas, tightened where the node is stricter)
         "Failure": {"type": "object", "required": ["error"], "properties": {"error": {
@@ -351,7 +354,7 @@ def _operator_paths() -> dict:
             "summary": "Collect garbage now", "tags": ["operator"], "security": BEARER,
             "responses": {"200": _json(_ref("OperatorState"), "the gc result"), **auth, **_engine_errors()}}},
         "/api/v1/operator/repo": {"get": {
-            "summary": "Repo size, blocks, pins, records, gc and reconciliation state", "tags": ["operator"],
+            "summary": "Repo size, blocks, pins, records, gc, reconciliation and scrub state", "tags": ["operator"],
             "security": BEARER,
             "responses": {"200": _json(_ref("OperatorState"), "the node's state"), **auth, **_engine_errors()}}},
     }

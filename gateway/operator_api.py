@@ -2,7 +2,7 @@
 `hearth repo stat` call these when a node owns the data dir).
 
     POST /api/v1/operator/gc     collect garbage now        -> 200 the gc result
-    GET  /api/v1/operator/repo   size, blocks, pins, records, gc and reconciliation state
+    GET  /api/v1/operator/repo   size, blocks, pins, records, gc, reconciliation and scrub state
 
 Bearer token: an operator token (`hearth token create --operator`) or the data
 dir's operator.key.
@@ -15,7 +15,7 @@ from aiohttp import web
 
 from .auth import bearer_token
 from .errors import HTTPError
-from .keys import COLLECTOR, ENGINE, OPERATOR_KEY, RECONCILED, STORE
+from .keys import COLLECTOR, ENGINE, OPERATOR_KEY, RECONCILED, SCRUBBER, STORE
 
 
 async def require_operator(request: web.Request) -> None:
@@ -52,7 +52,8 @@ async def repo_state(app: web.Application) -> dict:
     stat = await app[ENGINE].repo_stat()
     store = app[STORE]
     collector = app[COLLECTOR]
-    reconciled = app[RECONCILED]
+    gc = await collector.state()
+    state, report = await app[RECONCILED].shared_report()
     return {
         "engine": app[ENGINE].name,
         "size_bytes": stat.size_bytes,
@@ -60,9 +61,10 @@ async def repo_state(app: web.Application) -> dict:
         "pins": stat.pins,
         **(await store.run(_store_counts, store)),
         "gc": {"max_bytes": collector.max_bytes, "watermark_percent": collector.watermark,
-               "threshold_bytes": collector.threshold, "period_s": collector.period, "runs": collector.runs,
-               "last": collector.last.as_json() if collector.last else None},
-        "reconciliation": reconciled.report.as_json() if reconciled.report else {"state": reconciled.state},
+               "threshold_bytes": collector.threshold, "period_s": collector.period, "runs": gc["runs"],
+               "last": gc["last"]},
+        "reconciliation": report if report is not None else {"state": state},
+        **({"scrub": app[SCRUBBER].status()} if app[SCRUBBER] is not None else {}),
     }
 
 

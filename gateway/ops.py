@@ -1,13 +1,14 @@
 """Operations endpoints: liveness, readiness, Prometheus metrics, OpenAPI."""
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
 
 from storage.engine import EngineError
 
-from .keys import CACHE, ENGINE, METRICS, RECONCILED, STORE
+from .keys import CACHE, ENGINE, METRICS, METRICS_SHARE, RECONCILED, SCRUBBER, STORE
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, PIN_STATUSES
 from .openapi import openapi_document
 
@@ -34,20 +35,22 @@ async def readyz(request: web.Request) -> web.Response:
         checks["engine"] = f"unavailable: {exc}"
         status = 503
     body = {"status": "ready" if status == 200 else "not ready", "engine": engine.name, "checks": checks,
-            "details": {"reconciliation": _reconciliation(request.app)}}
+            "details": {"reconciliation": await _reconciliation(request.app)}}
+    scrubber = request.app[SCRUBBER]
+    if scrubber is not None:  # blocks found damaged are listed; they do not make the node unready
+        body["details"]["scrub"] = scrubber.status()
     return web.json_response(body, status=status, headers={"Retry-After": "10"} if status != 200 else None)
 
 
-def _reconciliation(app: web.Application) -> dict:
+async def _reconciliation(app: web.Application) -> dict:
     """The start-up reconciliation: its state, and records whose content is missing
     (the node still serves everything else, so they do not make it unready)."""
-    reconciled = app[RECONCILED]
-    report = reconciled.report
+    state, report = await app[RECONCILED].shared_report()
     if report is None:
-        return {"state": reconciled.state}
-    return {"state": reconciled.state, "missing_content": report.counts["missing"], "missing_cids": report.missing,
-            "removed_pins": report.counts["removed_pins"], "repinned": report.counts["repinned"],
-            "requeued": report.counts["requeued"]}
+        return {"state": state}
+    counts = report["counts"]
+    return {"state": state, "missing_content": counts["missing"], "missing_cids": report["missing"],
+            "removed_pins": counts["removed_pins"], "repinned": counts["repinned"], "requeued": counts["requeued"]}
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -66,8 +69,10 @@ async def metrics(request: web.Request) -> web.Response:
         for status in PIN_STATUSES:
             registry.pin_requests.set(counts.get(status, 0), status=status)
     await registry.collect()
-    return web.Response(body=registry.render().encode(), headers={"Content-Type": METRICS_CONTENT_TYPE,
-                                                                  "Cache-Control": "no-store"})
+    share = request.app.get(METRICS_SHARE)
+    others = await asyncio.to_thread(share.others) if share is not None else []  # the other workers'
+    return web.Response(body=registry.render(others).encode(), headers={"Content-Type": METRICS_CONTENT_TYPE,
+                                                                        "Cache-Control": "no-store"})
 
 
 async def openapi(request: web.Request) -> web.Response:

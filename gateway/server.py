@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import resource
 import signal
 import time
@@ -43,7 +44,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from .keys import METRICS
+from .keys import CONFIG, METRICS
+from .shared_slot import SharedSlot
 
 log = logging.getLogger("hearth.server")
 
@@ -89,10 +91,11 @@ class PressureReport:
     evicted, connections refused, accept failing for want of descriptors), with
     the counts since the last line: a flood of clients cannot flood the log."""
 
-    def __init__(self, logger: logging.Logger, every: float = 1.0):
+    def __init__(self, logger: logging.Logger, every: float = 1.0, pace: SharedSlot | None = None):
         self.logger, self.every = logger, every
         self.counts: dict[str, int] = {}
         self._last = float("-inf")
+        self.pace = pace  # with several workers: when any of them last wrote such a line (wall clock)
 
     def note(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
@@ -102,6 +105,11 @@ class PressureReport:
         now = time.monotonic()
         if not self.counts or now - self._last < self.every:
             return
+        if self.pace is not None:  # one line a second for the whole node, not per worker
+            wall = time.time()
+            old, new = self.pace.update(lambda last: wall if wall - last >= self.every else last)
+            if new != wall:
+                return
         self._last = now
         parts = ", ".join(f"{n} {what}" for what, n in sorted(self.counts.items()))
         self.counts.clear()
@@ -122,6 +130,15 @@ class GuardedRequestHandler(RequestHandler):
         self.watched_request = None  # the request whose body the sweeper watches
 
     def data_received(self, data: bytes) -> None:
+        if self._close and not self._force_close and self._receiving_body():
+            # aiohttp stops reading once a shutdown begins (close()), even the body of the
+            # request in progress; an upload must be able to finish during the drain
+            self._close = False
+            try:
+                self.data_received(data)
+            finally:
+                self._close = True
+            return
         now = self._loop.time()
         self.last_rx = now
         if self.headers_since is None and self._current_request is None and not self._messages:
@@ -146,6 +163,26 @@ class GuardedRequestHandler(RequestHandler):
         resp = web.json_response({"error": {"code": code, "message": text or "bad request"}}, status=status)
         resp.force_close()
         return resp
+
+    def _receiving_body(self) -> bool:
+        request = self._current_request
+        return request is not None and not request.content.is_eof()
+
+    async def shutdown(self, timeout: float | None = 15.0) -> None:
+        """aiohttp's shutdown, but a request in progress first gets `timeout` to finish,
+        receiving its body (aiohttp's stops reading at once and waits: an upload would
+        stall, then be cut)."""
+        if self._request_in_progress and timeout:
+            started = self._loop.time()
+            self._handler_waiter = self._loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._handler_waiter), timeout)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self._handler_waiter = None
+            timeout = max(0.0, timeout - (self._loop.time() - started))
+        await super().shutdown(timeout)
 
     def resume_reading(self, resume_parser: bool = True) -> None:
         # the client was not idle while we were not reading
@@ -261,8 +298,8 @@ class GuardedServer(web.Server):
         return True
 
     async def shutdown(self, timeout: float | None = None) -> None:
+        await super().shutdown(timeout)  # the sweeper goes on while requests drain: a stalled body is cut
         await self.stop_sweeper()
-        await super().shutdown(timeout)
 
 
 class GuardedAppRunner(web.AppRunner):
@@ -350,25 +387,41 @@ def register_connection_metrics(metrics, server: GuardedServer) -> None:
 
 
 async def serve(app: web.Application, host: str, port: int, limits: Limits, *, shutdown_timeout: float = 30,
-                on_listening=None) -> None:
+                on_listening=None, reuse_port: bool = False, worker: bool = False) -> None:
     """Run until SIGINT or SIGTERM; then stop accepting and give requests in flight
     shutdown_timeout seconds (an upload cut short is never recorded)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # a worker stops on its supervisor's SIGTERM only: Ctrl-C reaches the whole process
+    # group, and the supervisor passes it on as SIGTERM (a second signal would cut the drain)
+    signals = (signal.SIGTERM,) if worker else (signal.SIGINT, signal.SIGTERM)
+    if worker:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     runner = GuardedAppRunner(app, limits=limits, access_log=None, shutdown_timeout=shutdown_timeout,
                               handle_signals=False)
     await runner.setup()
+    runner.server.pressure.pace = SharedSlot(app[CONFIG].data_dir / "run" / "pressure.pace", "<d")  # type: ignore
     quiet_accept_errors(loop, runner.server.pressure)  # type: ignore[union-attr]
     register_connection_metrics(app[METRICS], runner.server)
     try:
-        site = web.TCPSite(runner, host, port, backlog=ACCEPT_BACKLOG)
+        site = web.TCPSite(runner, host, port, backlog=ACCEPT_BACKLOG, reuse_port=reuse_port or None)
         await site.start()
         if on_listening is not None:
             on_listening(runner)
         await stop.wait()
     finally:
-        await runner.cleanup()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        def now(signum: int) -> None:  # a second signal while draining: stop at once
+            log.warning("second %s while stopping: exiting now", signal.Signals(signum).name)
+            os._exit(128 + signum)
+
+        for sig in signals:
+            loop.add_signal_handler(sig, now, sig)
+        try:
+            # requests get shutdown_timeout; the services' own stops are bounded too
+            await asyncio.wait_for(runner.cleanup(), shutdown_timeout + 15)
+        except asyncio.TimeoutError:
+            log.error("stopping took longer than %.0f s: exiting anyway", shutdown_timeout + 15)
+        for sig in signals:
             loop.remove_signal_handler(sig)

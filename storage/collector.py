@@ -12,15 +12,21 @@ full node does not collect in a loop; a warning says so.
 
 One collection at a time; callers that ask while one runs wait for it and get
 its result. `on_collected` runs after each collection (the gateway drops what it
-caches in memory: collected content must not be served from a cache).
+caches in memory: collected content must not be served from a cache). With
+several workers, a collection may run in any of them (`hearth gc` reaches
+whichever answers): the count and the last result are kept in `state_path`, so
+every worker reports the node's.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable
 
 from .engine import EngineError, StorageEngine
@@ -50,8 +56,10 @@ class GcResult:
 
 class GarbageCollector:
     def __init__(self, engine: StorageEngine, *, max_bytes: int = 0, watermark: int = 90, period: float = 0,
-                 on_collected: Callable[[], None] = lambda: None, check_interval: float = CHECK_INTERVAL):
+                 on_collected: Callable[[], None] = lambda: None, check_interval: float = CHECK_INTERVAL,
+                 state_path: Path | None = None):
         self.engine = engine
+        self.state_path = Path(state_path) if state_path is not None else None
         self.max_bytes, self.watermark, self.period = max_bytes, watermark, period
         self.on_collected = on_collected
         self.check_interval = check_interval
@@ -89,6 +97,8 @@ class GarbageCollector:
         self.on_collected()
         result = GcResult(reason, wall, round(time.monotonic() - started, 3), removed, before, after)
         self.last, self.runs, self.removed_total = result, self.runs + 1, self.removed_total + removed
+        if self.state_path is not None:
+            await asyncio.to_thread(self._record, result)
         threshold = self.threshold
         if threshold is not None and after > threshold:
             self._watermark_floor = after
@@ -99,6 +109,29 @@ class GarbageCollector:
         log.info("gc (%s): removed %d blocks, freed %d bytes in %.2f s", reason, removed, result.freed_bytes,
                  result.seconds)
         return result
+
+    def _record(self, result: GcResult) -> None:
+        state = self._read()
+        state = {"runs": state.get("runs", 0) + 1, "removed_total": state.get("removed_total", 0) + result.removed_blocks,
+                 "last": result.as_json()}
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.state_path)
+
+    def _read(self) -> dict:
+        try:
+            return json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    async def state(self) -> dict:
+        """{"runs", "removed_total", "last"} for the whole node (every worker's collections)."""
+        if self.state_path is None:
+            return {"runs": self.runs, "removed_total": self.removed_total,
+                    "last": self.last.as_json() if self.last else None}
+        state = await asyncio.to_thread(self._read)
+        return {"runs": state.get("runs", 0), "removed_total": state.get("removed_total", 0),
+                "last": state.get("last")}
 
     # --- the background loop --------------------------------------------------------------
     def check_soon(self) -> None:

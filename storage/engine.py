@@ -7,8 +7,9 @@ typed errors below; the gateway maps them to status codes.
 from __future__ import annotations
 
 import abc
+import contextlib
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, Callable, Sequence
+from typing import AsyncIterator, Awaitable, BinaryIO, Callable, Sequence
 
 from . import unixfs
 from .cid import CID
@@ -42,15 +43,36 @@ class UploadTooLarge(ValueError):
     """An upload went over max_upload_bytes (maps to 413)."""
 
 
+class RawBody(abc.ABC):
+    """A file's bytes still unread in the client's socket: an upload body of known
+    length that the caller forwards unchanged. An engine that sends them over a
+    stream socket of its own (the Kubo engine, to Kubo's add) may move them with
+    send_to, in the kernel (splice(2)), instead of iterating AddEntry.chunks: it
+    uses one or the other, never both."""
+
+    size: int  # the exact number of bytes send_to moves
+
+    @abc.abstractmethod
+    async def send_to(self, fd: int, *, timeout: float) -> None:
+        """Move all `size` bytes into the connected stream socket `fd`, which the caller
+        owns and must not write to meanwhile (its own buffered writes flushed first).
+        Waits at most `timeout` s each time the socket is full. Raises if the body ends
+        short, stalls or a socket breaks: part of it may have been sent, so the caller
+        must then abandon that connection."""
+
+
 @dataclass(slots=True)
 class AddEntry:
     """One item of an upload: a file with its bytes, or an (empty) directory.
 
-    `path` is relative and '/'-separated; `chunks` is None for a directory.
+    `path` is relative and '/'-separated; `chunks` is None for a directory. `raw`,
+    when not None, is the same bytes as `chunks`, for an engine that forwards
+    them from socket to socket (see RawBody).
     """
 
     path: str
     chunks: AsyncIterator[bytes] | None
+    raw: RawBody | None = None
 
 
 @dataclass(slots=True)
@@ -85,6 +107,22 @@ class RepoStat:
     size_bytes: int  # bytes of block data stored
     blocks: int
     pins: int  # recursive + direct pins held for Hearth
+
+
+@dataclass(slots=True)
+class FileSegment:
+    """A run of a file's bytes, for zero-copy serving (StorageEngine.file_segments):
+    either `length` bytes at `offset` of an open block file (`file`, sent with
+    sendfile), or bytes already in memory (`data`)."""
+
+    data: bytes | None = None
+    file: BinaryIO | None = None
+    offset: int = 0
+    length: int = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.data) if self.data is not None else self.length
 
 
 @dataclass(slots=True)
@@ -127,6 +165,16 @@ class StorageEngine(abc.ABC):
     @abc.abstractmethod
     async def put_block(self, data: bytes, codec: int = 0x55) -> CID: ...
 
+    def file_segments(self, node: unixfs.Node, start: int, end: int) -> AsyncIterator[FileSegment] | None:
+        """Optional: bytes [start, end) of the UnixFS file `node` as FileSegments, in order,
+        so the gateway can send them with sendfile, with no copy through Python. None
+        (the default) means the engine does not offer it: the gateway streams cat().
+
+        The iterator owns the files it opens: a segment's file is valid until the next
+        one is asked for, and closing the iterator (aclose) closes the last one. A missing
+        or damaged block raises as get_block would, when its segment is reached."""
+        return None
+
     async def stat(self, cid: CID) -> unixfs.Node:
         """Decode the node at cid (type and size)."""
         return await unixfs.load(self.get_block, cid)
@@ -143,6 +191,12 @@ class StorageEngine(abc.ABC):
             node = await unixfs.load(self.get_block, root)
             async for item in unixfs.walk_all(self.get_block, node, seen):
                 yield item
+
+    def writing(self):
+        """Async context manager around an upload: from before its add until its record
+        is written, no gc may take its blocks (the Kubo engine: Kubo's own add is atomic
+        with its pin; the embedded engine: the store lock, storage/embedded/gc.py)."""
+        return contextlib.nullcontext()
 
     @abc.abstractmethod
     async def import_car(self, read: Callable[[int], Awaitable[bytes]]) -> list[CID]:

@@ -22,11 +22,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict
 
+from pathlib import Path
 from typing import Callable
 
 from .cid import CID, DAG_PB
+from .content_locks import ContentLocks
 from .engine import BlockNotFound, EngineError, EngineTimeout, EngineUnavailable, StorageEngine
 from .metadata import MetadataStore
 
@@ -50,8 +51,11 @@ class PinWorker:
     whoever caches it in memory should drop it)."""
 
     def __init__(self, store: MetadataStore, engine: StorageEngine, *, workers: int = 4, pin_timeout: float = 600,
-                 poll_interval: float = POLL_INTERVAL, on_released: Callable[[], None] = lambda: None):
+                 poll_interval: float = POLL_INTERVAL, on_released: Callable[[], None] = lambda: None,
+                 lock_dir: Path | None = None):
         self.store, self.engine = store, engine
+        # per-content locks across processes (several workers share one store)
+        self.locks = ContentLocks(lock_dir if lock_dir is not None else store.path.parent / "run" / "locks")
         self.on_released = on_released
         self.workers = max(1, int(workers))
         self.pin_timeout: float | None = float(pin_timeout) if pin_timeout else None  # 0: no limit
@@ -59,8 +63,6 @@ class PinWorker:
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task | None = None
         self._active: dict[str, asyncio.Task] = {}  # requestid -> its pin task
-        self._key_locks: dict[str, asyncio.Lock] = {}
-        self._key_users: dict[str, int] = defaultdict(int)
         self._backoff = 0.0
         self._backoff_until = 0.0
         # replaced requests whose old content is released once the replacement settles
@@ -259,15 +261,5 @@ class PinWorker:
         upload API, so an upload and a PSA delete of the same content cannot cross)."""
         return self._key_lock(key)
 
-    @contextlib.asynccontextmanager
-    async def _key_lock(self, key: str):
-        lock = self._key_locks.setdefault(key, asyncio.Lock())
-        self._key_users[key] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            self._key_users[key] -= 1
-            if self._key_users[key] == 0:
-                del self._key_users[key]
-                self._key_locks.pop(key, None)
+    def _key_lock(self, key: str):
+        return self.locks.hold(key)

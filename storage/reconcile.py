@@ -20,8 +20,11 @@ Queued and in-progress pin requests are left to the pin worker.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 
 from .cid import CID, record_key
@@ -140,10 +143,12 @@ class Reconciler:
 
     RETRY = 5.0
 
-    def __init__(self, store: MetadataStore, engine: StorageEngine, worker: PinWorker):
+    def __init__(self, store: MetadataStore, engine: StorageEngine, worker: PinWorker,
+                 report_path: Path | None = None):
         self.store, self.engine, self.worker = store, engine, worker
         self.state = "pending"
         self.report: ReconcileReport | None = None
+        self.report_path = Path(report_path) if report_path is not None else None  # for the other workers
         self._task = None
 
     async def run(self) -> bool:
@@ -155,7 +160,24 @@ class Reconciler:
             log.warning("reconciliation postponed: storage engine unavailable: %s", exc)
             return False
         self.state = "done"
+        if self.report_path is not None:
+            await asyncio.to_thread(self._write, json.dumps({"state": self.state, **self.report.as_json()}))
         return True
+
+    def _write(self, text: str) -> None:
+        tmp = self.report_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.report_path)
+
+    async def shared_report(self) -> tuple[str, dict | None]:
+        """(state, report) of the node: this process's, or the one the leader wrote."""
+        if self.report is not None or self.report_path is None:
+            return self.state, self.report.as_json() if self.report else None
+        try:
+            data = json.loads(await asyncio.to_thread(self.report_path.read_text))
+        except (OSError, ValueError):
+            return self.state, None
+        return data.pop("state", "done"), data
 
     async def start(self) -> None:
         if not await self.run():

@@ -1,10 +1,11 @@
 """`hearth repo verify`: is every block of every live record and settled pin
 request present, and does each hash to its CID?
 
-Walks each root's whole DAG through the engine's get_block (the embedded engine
-checks hashes as it reads; blocks from Kubo are checked here). Read-only apart
-from the embedded engine moving a corrupt block aside, so it can run beside a
-live node.
+Walks each root's whole DAG through the engine's get_block and hashes every
+block it reads before decoding it, whatever the engine does on reads (the
+embedded engine with `verify_on_read = "never"` does not re-hash; `hearth repo
+verify` runs it with "always", so a corrupt block is also moved aside, as the
+scrubber would). Read-only apart from that, so it can run beside a live node.
 """
 from __future__ import annotations
 
@@ -46,16 +47,21 @@ async def verify_content(store: MetadataStore, engine: StorageEngine) -> VerifyR
     report = VerifyReport()
     report.records, report.pin_requests, roots = await store.run(_roots, store)
     seen: set = set()
+
+    async def get_block(cid: CID) -> bytes:
+        data = await engine.get_block(cid)
+        if cid.hash_code == SHA2_256 and not verify_mh(cid.multihash, data):  # others: unchecked
+            raise CorruptBlock(cid)
+        return data
+
     for text in roots:
         root = CID.parse(text)
         report.roots += 1
         current = root
         try:
-            node = await unixfs.load(engine.get_block, root)
-            async for cid, data in unixfs.walk_all(engine.get_block, node, seen):
+            node = await unixfs.load(get_block, root)
+            async for cid, _data in unixfs.walk_all(get_block, node, seen):  # every block hashed by get_block
                 current = cid
-                if cid.hash_code == SHA2_256 and not verify_mh(cid.multihash, data):  # others: unchecked
-                    raise CorruptBlock(cid)
                 report.blocks += 1
         except BlockNotFound as exc:
             _note(report.missing, text, str(exc.cid))

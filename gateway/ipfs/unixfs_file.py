@@ -1,70 +1,44 @@
-"""Deserialized UnixFS files: Content-Type, single ranges, streamed bodies."""
+"""Deserialized UnixFS files: Content-Type, ranges (one, or several as
+multipart/byteranges: byteranges.py), and bodies sent from memory, streamed
+from the engine's cat(), or -- when the engine offers file_segments (the
+embedded engine with verify_on_read = "never") -- written with sendfile
+straight from its block files, with no copy through Python.
+
+Every GET/HEAD of a file goes through one plan (byteranges.plan): whole body,
+one range or several, so HEAD, ranges and multi-range share the code path;
+304s are answered before any of it.
+"""
 from __future__ import annotations
 
-import re
+import asyncio
+import os
+import socket
 
 from aiohttp import web
 
 from storage import unixfs
 from storage.cid import RAW
-from storage.engine import StorageEngine
+from storage.engine import EngineError, FileSegment, StorageEngine
 
 from ..cache import ResponseCache
-from ..errors import HTTPError
-from . import mime
+from . import byteranges, mime
 from .headers import GatewayRequest, common_headers, content_disposition, etag_matches, not_modified, cache_key_for
-
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-STREAM_CHUNK = 256 * 1024
-
-
-def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
-    """(start, end_exclusive) for a single satisfiable range; None to serve it all.
-    Raises HTTPError 416 when the range cannot be satisfied."""
-    if not value:
-        return None
-    m = _RANGE.match(value.strip().replace(" ", ""))
-    if not m:
-        return None  # multiple or malformed ranges: RFC 9110 lets us ignore Range
-    first, last = m.groups()
-    if not first and not last:
-        return None
-    if not first:
-        n = int(last)
-        if n == 0 or size == 0:
-            raise _unsatisfiable(size)
-        return max(0, size - n), size
-    start = int(first)
-    end = size if not last else min(size, int(last) + 1)
-    if last and int(last) < start:
-        return None
-    if start >= size:
-        raise _unsatisfiable(size)
-    return start, end
-
-
-def _unsatisfiable(size: int) -> HTTPError:
-    return HTTPError(416, "range_not_satisfiable", f"range not satisfiable for {size} bytes",
-                     {"Content-Range": f"bytes */{size}"})
 
 
 def send_bytes(req: GatewayRequest, headers: dict, body: bytes, cache: ResponseCache | None) -> web.Response:
     """A whole-in-memory body (small blocks/files) with Range support, cached."""
-    size = len(body)
     headers["Accept-Ranges"] = "bytes"
-    rng = parse_range(req.request.headers.get("Range"), size)
-    if rng is not None:
-        start, end = rng
-        h = dict(headers, **{"Content-Range": f"bytes {start}-{end - 1}/{size}"})
-        part = body[start:end]
-        if req.is_head:
-            return web.Response(status=206, headers=dict(h, **{"Content-Length": str(len(part))}))
-        return web.Response(status=206, headers=h, body=part)
-    if cache is not None and "Range" not in req.request.headers:
-        cache.put(cache_key_for(req), (200, headers, body), len(body) + 512)
+    plan = byteranges.plan(req.request.headers.get("Range"), len(body), headers.get("Content-Type", ""),
+                           headers.get("Etag", ""))
+    headers.update(plan.headers)
+    if plan.whole and cache is not None and "Range" not in req.request.headers:
+        cache.put(cache_key_for(req), (200, {k: v for k, v in headers.items() if k != "Content-Length"}, body),
+                  len(body) + 512)
     if req.is_head:
-        return web.Response(status=200, headers=dict(headers, **{"Content-Length": str(size)}))
-    return web.Response(status=200, headers=headers, body=body)
+        return web.Response(status=plan.status, headers=headers)
+    out = byteranges.assemble(body, plan)
+    return web.Response(status=plan.status, headers={k: v for k, v in headers.items() if k != "Content-Length"},
+                        body=out)
 
 
 async def serve(req: GatewayRequest, resolved: unixfs.Resolved, get_block, engine: StorageEngine,
@@ -81,10 +55,13 @@ async def serve(req: GatewayRequest, resolved: unixfs.Resolved, get_block, engin
     inline = node.cid.codec == RAW or not node.pb.links
     if inline:
         body = node.block if node.cid.codec == RAW else (node.unixfs.data or b"")
-        head = body[:512]
-    else:
-        head = b"".join([c async for c in unixfs.read_file(get_block, node, 0, 512)])
-    ctype = mime.from_name(name) or mime.sniff(head)
+    ctype = mime.from_name(name)
+    if not ctype:  # no type from the name: sniff the first bytes
+        if inline:
+            head = body[:512]
+        else:
+            head = b"".join([c async for c in unixfs.read_file(get_block, node, 0, 512)])
+        ctype = mime.sniff(head)
     if ctype.startswith("text/html;"):
         ctype = "text/html"  # as boxo: let the browser work out an HTML page's charset (kubo#2203)
     headers["Content-Type"] = ctype
@@ -95,41 +72,190 @@ async def serve(req: GatewayRequest, resolved: unixfs.Resolved, get_block, engin
 
     size = node.size
     headers["Accept-Ranges"] = "bytes"
-    rng = parse_range(req.request.headers.get("Range"), size)
-    status, start, end = (200, 0, size) if rng is None else (206, rng[0], rng[1])
-    if rng is not None:
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-    headers["Content-Length"] = str(end - start)
+    plan = byteranges.plan(req.request.headers.get("Range"), size, ctype, headers["Etag"])
+    headers.update(plan.headers)
     if req.is_head:
-        return web.Response(status=status, headers=headers)
-
-    cacheable = rng is None and size <= cache.max_item
-    stream = engine.cat(node.cid, start, end - start)
-    # Pull the first chunk before committing to a status, so a missing block or a
-    # dead engine still becomes a proper error response.
-    first = b""
-    async for first in stream:
-        if first:
-            break
-    if cacheable:
-        parts = [first]
-        async for chunk in stream:
-            parts.append(chunk)
-        body = b"".join(parts)
+        return web.Response(status=plan.status, headers=headers)
+    if plan.whole and size <= cache.max_item:
+        # small enough to keep: read it whole (a missing block is still a proper error), cache it
+        body = b"".join([chunk async for chunk in engine.cat(node.cid)])
         cache.put(cache_key_for(req), (200, dict(headers), body), len(body) + 512)
         return web.Response(status=200, headers=headers, body=body)
-    resp = web.StreamResponse(status=status, headers=headers)
-    await resp.prepare(req.request)
-    sent = len(first)
-    if first:
-        await resp.write(first)
+    return await send_plan(req.request, headers, plan, node, engine)
+
+
+# --- streamed bodies ------------------------------------------------------------------
+
+# as aiohttp's FileResponse: AIOHTTP_NOSENDFILE=1 turns sendfile off (the bytes are then copied)
+SENDFILE = not os.environ.get("AIOHTTP_NOSENDFILE")
+COPY_CHUNK = 256 * 1024
+
+
+def _pieces(engine: StorageEngine, node: unixfs.Node, start: int, end: int):
+    """The bytes [start, end) of the file: FileSegments from the engine when it offers
+    them, else the chunks of its cat() stream."""
+    segments = engine.file_segments(node, start, end)
+    if segments is not None:
+        return segments
+    return engine.cat(node.cid, start, end - start)
+
+
+async def send_plan(request: web.Request, headers: dict, plan: byteranges.BodyPlan, node: unixfs.Node,
+                    engine: StorageEngine) -> web.StreamResponse:
+    """Write the plan's parts (each: its multipart header, then its bytes) and its closing
+    line. The first piece of the first part is read before the status is committed, so
+    a missing block or a dead engine still becomes a proper error response; after that
+    the only honest signal left is a short body (the connection is closed)."""
+    it = _pieces(engine, node, plan.parts[0].start, plan.parts[0].end)
+    body = None
     try:
-        async for chunk in stream:
-            await resp.write(chunk)
-            sent += len(chunk)
-    except Exception:
-        # Headers are gone: the only honest signal left is a short body.
-        req.request.transport and req.request.transport.close()
-        raise
+        first = await anext(it, None)
+        resp = web.StreamResponse(status=plan.status, headers=headers)
+        writer = await resp.prepare(request)
+        body = _Body(request, resp, writer)
+        try:
+            for i, part in enumerate(plan.parts):
+                if part.head:
+                    await resp.write(part.head)
+                if i:
+                    await it.aclose()
+                    it = _pieces(engine, node, part.start, part.end)
+                    first = await anext(it, None)
+                piece = first
+                while piece is not None:
+                    await body.send(piece)
+                    piece = await anext(it, None)
+            if plan.tail:
+                await resp.write(plan.tail)
+        except ConnectionError:
+            _close(request)  # the client went away: make sure the error middleware sees it gone
+            raise
+        except Exception:
+            _close(request)  # headers are gone: end the body short
+            raise
+    finally:
+        if body is not None:
+            body.close()
+        await it.aclose()
     await resp.write_eof()
     return resp
+
+
+def _close(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.close()
+
+
+class _Body:
+    """Writes a response body: bytes through aiohttp's writer, file segments with
+    sendfile, straight from the block file to the client's socket.
+
+    Where the connection is a plain socket, segments are sent with os.sendfile on a
+    duplicate of its descriptor, waiting (add_writer) only when the socket is full:
+    per segment that is one system call, where loop.sendfile costs a dozen and two
+    turns of the event loop (pausing and resuming reading, waiting for an empty
+    buffer, registering a writer, seeking the file back). The duplicate descriptor
+    stays valid whatever the transport does meanwhile (it never writes to another
+    connection), and the transport's own buffer is always empty when it is used:
+    after a write that could not go out at once (the socket was full), the next
+    segment goes through loop.sendfile, which waits for that buffer to drain.
+    Otherwise (TLS, another kind of transport, AIOHTTP_NOSENDFILE) loop.sendfile, or a
+    copy, as aiohttp's FileResponse does."""
+
+    def __init__(self, request: web.Request, resp: web.StreamResponse, writer):
+        self.loop = asyncio.get_running_loop()
+        self.transport = request.transport
+        self.resp, self.writer = resp, writer
+        self.fd: int | None = None
+        t = self.transport
+        if (SENDFILE and not resp.compression and t is not None and t.get_extra_info("sslcontext") is None
+                and t.get_extra_info("ssl_object") is None):
+            sock = t.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
+                self.fd = os.dup(sock.fileno())
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    async def send(self, piece) -> None:
+        if not isinstance(piece, FileSegment):
+            if piece:
+                await self.resp.write(piece)
+            return
+        if piece.data is not None:
+            if piece.data:
+                await self.resp.write(piece.data)
+            return
+        if not piece.length:
+            return
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("client disconnected")
+        if not SENDFILE or self.resp.compression:
+            await _copy(self.resp, piece)
+            return
+        if self.fd is not None and not self.transport.get_write_buffer_size():
+            sent = await self._sendfile_direct(piece)
+        else:
+            sent = await self._loop_sendfile(piece)
+        if sent is None:
+            return
+        # bytes aiohttp's writer did not see: keep its count (/metrics) and its length in step
+        self.writer.output_size += sent
+        if self.writer.length is not None:
+            self.writer.length -= sent
+        if sent != piece.length:
+            raise EngineError(f"a block file ended {piece.length - sent} bytes early while being sent")
+
+    async def _sendfile_direct(self, piece: FileSegment) -> int:
+        src, offset, left = piece.file.fileno(), piece.offset, piece.length
+        sent = 0
+        while left:
+            try:
+                n = os.sendfile(self.fd, src, offset, left)
+            except BlockingIOError:
+                await self._writable()
+                if self.transport.is_closing():
+                    raise ConnectionResetError("client disconnected") from None
+                continue
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                raise ConnectionResetError(f"client disconnected ({exc})") from None
+            if not n:
+                break  # the file ended early
+            offset += n
+            left -= n
+            sent += n
+        return sent
+
+    async def _writable(self) -> None:
+        fut = self.loop.create_future()
+        self.loop.add_writer(self.fd, lambda: fut.done() or fut.set_result(None))
+        try:
+            await fut
+        finally:
+            self.loop.remove_writer(self.fd)
+
+    async def _loop_sendfile(self, piece: FileSegment) -> int | None:
+        try:
+            return await self.loop.sendfile(self.transport, piece.file, piece.offset, piece.length, fallback=False)
+        except (NotImplementedError, RuntimeError):
+            # "transport is closing", or no native sendfile here (TLS, another transport) or
+            # its first call failed before sending a byte: copy instead
+            if self.transport.is_closing():
+                raise ConnectionResetError("client disconnected") from None
+            await _copy(self.resp, piece)
+            return None
+
+
+async def _copy(resp: web.StreamResponse, piece: FileSegment) -> None:
+    """The fallback: read the segment and write it, in chunks."""
+    fd, pos, left = piece.file.fileno(), piece.offset, piece.length
+    while left > 0:
+        n = min(left, COPY_CHUNK)
+        data = await asyncio.to_thread(os.pread, fd, n, pos)
+        if not data:
+            raise EngineError(f"a block file ended {left} bytes early while being sent")
+        await resp.write(data)
+        pos += len(data)
+        left -= len(data)

@@ -10,12 +10,16 @@ Crash safety: a block is written to a temp file in its shard directory and then
 ``os.replace``d onto its final name, so a file named by a hash is either the
 whole block or absent after a process crash. ``fsync`` is optional (off by
 default, as Kubo's flatfs ``sync: false`` default): without it a power loss may
-leave a renamed file short or empty. That can never be served: every read is
-checked against the multihash, a mismatching file raises CorruptBlock and is
-moved aside (``*.corrupt``) so the next add/import of that content rewrites it.
+leave a renamed file short or empty. With verify_on_read = "always" that is never
+served: every read is checked against the multihash, a mismatching file raises
+CorruptBlock and is moved aside (``*.corrupt``) so the next add/import of that
+content rewrites it. With "never" (the node's default) reads are not re-hashed:
+the scrubber (scrubber.py) re-hashes every block in the background and
+quarantines the same way, and file serving checks sizes as it goes (serving.py).
 
 Every method here is blocking: the engine calls them through ``asyncio.to_thread``
-in batches (a whole group of leaves per hop), never on the event loop.
+in batches (a whole group of leaves per hop), never on the event loop (small
+reads and zero-copy serving open block files on the loop themselves: serving.py).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import base64
 import hashlib
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -30,7 +35,9 @@ from ..cid import CID, IDENTITY, SHA2_256, decode_varint
 from ..engine import BlockNotFound, EngineError
 
 TMP_PREFIX = ".tmp-"
+RECOUNT_SHARED = 60.0  # seconds
 SUFFIX = ".data"
+
 
 
 class CorruptBlock(EngineError):
@@ -49,6 +56,17 @@ def key_mh(key: str) -> bytes:
     return base64.b32decode(key + "=" * (-len(key) % 8))
 
 
+def process_alive(tagged: str) -> bool:
+    """Is the process whose pid starts `tagged` ("<pid>-...") still running?"""
+    try:
+        os.kill(int(tagged.split("-", 1)[0]), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
 def verify_mh(mh: bytes, data: bytes) -> bool:
     code, p = decode_varint(mh, 0)
     length, p = decode_varint(mh, p)
@@ -61,7 +79,7 @@ def verify_mh(mh: bytes, data: bytes) -> bool:
 
 
 class Blockstore:
-    def __init__(self, root: Path, fsync: bool = False):
+    def __init__(self, root: Path, fsync: bool = False, shared: bool = False):
         self.root = Path(root)
         self.fsync = fsync
         self.root.mkdir(parents=True, exist_ok=True)
@@ -72,6 +90,8 @@ class Blockstore:
         # put/adopt/remove (what the gc watermark checks, without a scan each time)
         self._usage: list[int] | None = None
         self._usage_lock = threading.Lock()
+        self._scanned = 0.0
+        self.shared = shared  # other processes write here too (several server workers)
 
     # --- paths --------------------------------------------------------------
     def path_for(self, mh: bytes) -> Path:
@@ -166,34 +186,46 @@ class Blockstore:
             return True
         return self.path_for(mh).exists()
 
-    def get(self, cid: CID) -> bytes:
-        """The verified block; BlockNotFound if absent, CorruptBlock if damaged."""
+    def get(self, cid: CID, verify: bool = True) -> bytes:
+        """The block, verified against its hash unless verify=False; BlockNotFound if
+        absent, CorruptBlock if damaged (the file is then quarantined)."""
         mh = cid.multihash
         if cid.hash_code == IDENTITY:
             return cid.digest
         path = self.path_for(mh)
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise BlockNotFound(cid) from None
-        if not verify_mh(mh, data):
+        data = self._read(path)
+        if data is None:
+            raise BlockNotFound(cid)
+        if verify and not verify_mh(mh, data):
             self._quarantine(path)
             raise CorruptBlock(cid)
         return data
 
     def get_unverified_head(self, mh: bytes, n: int) -> bytes | None:
+        return self._read(self.path_for(mh), n)
+
+    def read_unverified(self, mh: bytes) -> bytes | None:
+        return self._read(self.path_for(mh), -1)
+
+    @staticmethod
+    def _read(path, n: int = -1) -> bytes | None:
+        """A block file's bytes (the first n, or all), or None if absent."""
         try:
-            with open(self.path_for(mh), "rb") as f:
+            with open(path, "rb") as f:
                 return f.read(n)
         except FileNotFoundError:
             return None
 
-    def _quarantine(self, path: Path) -> None:
+    def _quarantine(self, path: Path | str) -> bool:
+        """Move a damaged block aside (``*.corrupt``): it is no longer served, and the
+        next add/import of its content writes it again. False if it was gone already."""
         try:
+            size = os.stat(path).st_size
             os.replace(path, str(path) + ".corrupt")
         except OSError:
-            pass
+            return False
+        self._count(-1, -size)
+        return True
 
     # --- enumeration / deletion ---------------------------------------------
     def iter_keys(self) -> Iterator[tuple[bytes, str]]:
@@ -215,11 +247,10 @@ class Blockstore:
                             continue
                         yield mh, e.path
 
-    def remove_stale_temps(self, older_than: float | None = None) -> int:
-        """Remove leftover temp files (from a crash) and quarantined corrupt blocks.
-        older_than: seconds, None = all."""
-        import time
-
+    def remove_stale_temps(self, older_than: float = 3600) -> int:
+        """Remove temp files left by a crash (their process is gone, or they are older
+        than older_than seconds) and quarantined corrupt blocks older than that.
+        Other live processes' temp files are left alone: they may be writing them now."""
         now = time.time()
         n = 0
         try:
@@ -231,13 +262,17 @@ class Blockstore:
                 continue
             with os.scandir(shard.path) as it:
                 for e in it:
-                    if e.name.startswith(TMP_PREFIX) or e.name.endswith(".corrupt"):
-                        try:
-                            if older_than is None or now - e.stat().st_mtime > older_than:
-                                os.unlink(e.path)
-                                n += 1
-                        except OSError:
-                            pass
+                    name = e.name
+                    try:
+                        stale = now - e.stat().st_mtime > older_than
+                        if name.startswith(TMP_PREFIX) and (stale or not process_alive(name[len(TMP_PREFIX):])):
+                            os.unlink(e.path)
+                            n += 1
+                        elif name.endswith(".corrupt") and stale:
+                            os.unlink(e.path)
+                            n += 1
+                    except OSError:
+                        pass
         return n
 
     def remove(self, path: str) -> bool:
@@ -272,11 +307,14 @@ class Blockstore:
                 pass
         with self._usage_lock:
             self._usage = [blocks, size]
+            self._scanned = time.monotonic()
             return blocks, size
 
     def usage(self) -> tuple[int, int]:
-        """(blocks, bytes) stored: from the running count, scanning the first time."""
-        if self._usage is None:
+        """(blocks, bytes) stored: from the running count, scanning the first time (and,
+        when other processes write to this store too, again once the count is a minute
+        old: they do not tell this one what they write)."""
+        if self._usage is None or (self.shared and time.monotonic() - self._scanned > RECOUNT_SHARED):
             return self.scan_usage()
         with self._usage_lock:
             return self._usage[0], self._usage[1]

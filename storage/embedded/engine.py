@@ -5,7 +5,10 @@
     data_dir/staging/      CAR imports in progress (removed on failure/restart)
 
 Every disk access runs in a worker thread (asyncio.to_thread), batched so one
-thread hop covers many blocks where it matters (file import, CAR staging, gc).
+thread hop covers many blocks where it matters (file import, CAR staging, gc),
+except page-cache work of a few microseconds: reading a block of at most
+serving.SMALL_READ bytes, and the opens, fstats and header reads of zero-copy
+file serving (serving.py).
 The engine's only network is HTTP, outbound, through the guarded client
 (outbound/client.py): pin(fetch=True) fetches missing blocks from trustless
 gateways -- the HTTP origins of the request plus `fetch_gateways` -- verified
@@ -19,9 +22,13 @@ fetches a missing block from `fetch_gateways` within retrieval_timeout
 own HTTP address (public_addresses); connect() does nothing (no libp2p).
 
 Choices: the pin index is SQLite (atomic, durable small transactions; see pins.py);
-blocks are not fsynced by default (``fsync=True`` to enable; reads verify every
-block, so a torn write after power loss is detected, never served; see
-blockstore.py); gc and concurrent adds are coordinated as described in gc.py.
+blocks are not fsynced by default (``fsync=True`` to enable; see blockstore.py);
+with verify_on_read="always" every read is checked against its hash (a torn write
+after power loss is detected, never served), with "never" reads are not re-hashed
+(blocks were verified as they were written) and the scrubber (scrubber.py) finds
+damage in the background; file_segments serves file bytes from the block files
+with sendfile (serving.py) in that mode; gc and concurrent adds are coordinated
+as described in gc.py.
 pins() lists the recursive and direct pins (roots), not the indirect ones.
 """
 from __future__ import annotations
@@ -47,6 +54,7 @@ from ..engine import (
     BlockNotFound,
     EngineTimeout,
     EngineUnavailable,
+    FileSegment,
     InvalidContent,
     PinInfo,
     RepoStat,
@@ -54,7 +62,8 @@ from ..engine import (
 )
 from . import fetch as fetchmod
 from . import gc as gcmod
-from .blockstore import Blockstore
+from . import serving
+from .blockstore import Blockstore, process_alive
 from .importer import HAMT_THRESHOLD, DirNode, ImportBudget, Link, build_dir, import_file
 from .pins import DIRECT, RECURSIVE, PinIndex
 
@@ -95,7 +104,7 @@ class EmbeddedEngine(StorageEngine):
     def __init__(self, data_dir: Path, *, fsync: bool = False, hamt_threshold: int = HAMT_THRESHOLD,
                  fetch_gateways: Sequence[str] = (), client: GuardedClient | None = None,
                  network_reads: bool = False, retrieval_timeout: float = 30.0,
-                 public_addresses: Sequence[str] = ()):
+                 public_addresses: Sequence[str] = (), verify_on_read: str = "always", shared_store: bool = False):
         """fetch_gateways: trustless gateway URLs (or HTTP multiaddrs) missing blocks are
         fetched from; client: the guarded outbound client for every such request (a strict
         default one if None); network_reads: get_block fetches missing blocks (gateway
@@ -106,25 +115,33 @@ class EmbeddedEngine(StorageEngine):
         self.fetcher = fetchmod.BlockFetcher(self.client)
         self.network_reads = network_reads
         self.retrieval_timeout = float(retrieval_timeout)
+        if verify_on_read not in ("always", "never"):
+            raise ValueError(f'verify_on_read must be "always" or "never", got {verify_on_read!r}')
+        self.verify_reads = verify_on_read == "always"  # re-hash every block read from the store
         self.public_addresses = list(public_addresses)
         self._reads: dict[bytes, asyncio.Task] = {}  # network reads in flight, by multihash
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Blockstore(self.data_dir / "blocks", fsync=fsync)
+        # shared_store: other processes (server workers) write to this store too
+        self.store = Blockstore(self.data_dir / "blocks", fsync=fsync, shared=shared_store)
         self.staging = self.data_dir / "staging"
         self.pin_index = PinIndex(self.data_dir / "pins.sqlite")
-        self.protector = gcmod.Protector()
+        self.run_dir = self.data_dir / "run"
+        self.store_lock = gcmod.StoreLock(self.run_dir)  # writes shared, gc exclusive, across processes (gc.py)
         self.hamt_threshold = hamt_threshold
         self.import_budget = ImportBudget()  # buffers shared by the adds in progress
-        self._gc_lock = asyncio.Lock()
         self._closed = False
         self._arrived = asyncio.Event()  # set (and replaced) whenever content lands: see _content_arrived
 
     # --- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
         def clean():
-            shutil.rmtree(self.staging, ignore_errors=True)
-            self.store.remove_stale_temps(None)
+            # only what dead processes left: other workers may be writing now
+            if self.staging.is_dir():
+                for stage in self.staging.iterdir():
+                    if not process_alive(stage.name):
+                        shutil.rmtree(stage, ignore_errors=True)
+            self.store.remove_stale_temps()
 
         await asyncio.to_thread(clean)
 
@@ -135,6 +152,7 @@ class EmbeddedEngine(StorageEngine):
                 task.cancel()
             await self.client.close()
             await asyncio.to_thread(self.pin_index.close)
+            self.store_lock.close()
 
     async def check_ready(self) -> None:
         def ok():
@@ -149,7 +167,11 @@ class EmbeddedEngine(StorageEngine):
         if cid.hash_code == IDENTITY:
             return cid.digest
         try:
-            return await asyncio.to_thread(self.store.get, cid)
+            # a small block is read right here (page cache, microseconds); bigger ones in a thread
+            data = serving.read_small(self.store, cid, self.verify_reads)
+            if data is not None:
+                return data
+            return await asyncio.to_thread(self.store.get, cid, self.verify_reads)
         except BlockNotFound:
             if not (self.network_reads and self.gateways):
                 raise
@@ -221,12 +243,12 @@ class EmbeddedEngine(StorageEngine):
         if cid_version not in (0, 1):
             raise InvalidContent(f"unsupported cid_version {cid_version}")
         raw_leaves = options.effective_raw_leaves
-        session = self.protector.open()
-        store, protector = self.store, self.protector
+        store = self.store
+        writing = self.store_lock.shared()  # from before the first block until the pin: see gc.py
+        await writing.__aenter__()
         self.import_budget.active += 1
 
         def sink(blocks):
-            protector.protect(session, [mh for mh, _ in blocks])
             store.put_many(blocks)
 
         try:
@@ -294,14 +316,12 @@ class EmbeddedEngine(StorageEngine):
                 raise InvalidContent("nothing to add")
             root = await asyncio.to_thread(build_all)
             if options.pin:
-                async with self._gc_lock:
-                    await asyncio.to_thread(self.pin_index.add, [root.cid], RECURSIVE)
-                    self.protector.close(session)
+                await asyncio.to_thread(self.pin_index.add, [root.cid], RECURSIVE)
             self._content_arrived()
             return AddResult(root.cid, root.tsize, items)
         finally:
-            self.protector.close(session)
             self.import_budget.active -= 1
+            await writing.__aexit__(None, None, None)
 
     # --- read --------------------------------------------------------------------
     async def cat(self, cid: CID, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
@@ -312,9 +332,16 @@ class EmbeddedEngine(StorageEngine):
         async for piece in unixfs.read_file(self.get_block, node, offset, length):
             yield piece
 
+    def file_segments(self, node: unixfs.Node, start: int, end: int) -> AsyncIterator[FileSegment] | None:
+        """File bytes from the block files, for sendfile (serving.py); only when reads are
+        not re-hashed (verify_on_read="never"): "always" keeps the verified copy path."""
+        if self.verify_reads:
+            return None
+        return serving.SegmentWalk(self).segments(node, start, end)
+
     # --- CAR import -------------------------------------------------------------------
     async def import_car(self, read: Callable[[int], Awaitable[bytes]]) -> list[CID]:
-        stage = self.staging / uuid.uuid4().hex
+        stage = self.staging / f"{os.getpid()}-{uuid.uuid4().hex}"
         await asyncio.to_thread(stage.mkdir, parents=True, exist_ok=True)
         staged: dict[bytes, CID] = {}
         links: dict[bytes, list[CID]] = {}
@@ -378,12 +405,15 @@ class EmbeddedEngine(StorageEngine):
                 self.store.sync_dirs()
                 self.pin_index.add(roots, RECURSIVE)
 
-            async with self._gc_lock:
+            async with self.store_lock.shared():  # the blocks it relies on stay until its pin: see gc.py
                 await asyncio.to_thread(check_and_commit)
             self._content_arrived()
             return roots
         finally:
             await asyncio.to_thread(shutil.rmtree, stage, True)
+
+    def writing(self):
+        return self.store_lock.shared()
 
     # --- pins and gc ----------------------------------------------------------------------
     async def pin(self, cid: CID, recursive: bool = True, fetch: bool = False, origins: Sequence[str] = ()) -> None:
@@ -391,37 +421,34 @@ class EmbeddedEngine(StorageEngine):
         sources = fetchmod.SourceSet([*self._origin_targets(origins), *self.gateways]) if fetch else None
         fetching = sources is not None
 
-        def check():
+        def check_and_pin():
             if not recursive:
                 if not self.store.has(cid.multihash):
                     raise BlockNotFound(cid)
-                return
-            seen: set[bytes] = set()
-            stack = [cid]
-            while stack:
-                c = stack.pop()
-                if c.multihash in seen:
-                    continue
-                seen.add(c.multihash)
-                ls = gcmod.block_links(self.store, c)
-                if ls is None:
-                    raise BlockNotFound(c)
-                stack.extend(ls)
+            else:
+                seen: set[bytes] = set()
+                stack = [cid]
+                while stack:
+                    c = stack.pop()
+                    if c.multihash in seen:
+                        continue
+                    seen.add(c.multihash)
+                    ls = gcmod.block_links(self.store, c)
+                    if ls is None:
+                        raise BlockNotFound(c)
+                    stack.extend(ls)
+            self.pin_index.add([cid], RECURSIVE if recursive else DIRECT)
 
-        # fetched blocks, and blocks found on disk on the way, stay protected from a
-        # concurrent gc until the pin is recorded (the add protocol of gc.py)
-        session = self.protector.open() if fetching else None
-        try:
-            if session is not None:
-                await self._fetch_for_pin(cid, recursive, sources, session)
-            async with self._gc_lock:
-                await asyncio.to_thread(check)
-                await asyncio.to_thread(self.pin_index.add, [cid], RECURSIVE if recursive else DIRECT)
-                if session is not None:
-                    self.protector.close(session)
-        finally:
-            if session is not None:
-                self.protector.close(session)
+        # The blocks found on disk or fetched stay safe from a gc in any process until
+        # the pin is recorded: the store lock is held shared across each round of
+        # fetching and the pin that ends the last one (gc.py). It is let go while a round
+        # waits to try again (content may be missing for pin_timeout), so a gc is not
+        # held up meanwhile; the next round finds again what that gc took.
+        if not fetching:
+            async with self.store_lock.shared():
+                await asyncio.to_thread(check_and_pin)
+            return
+        await self._fetch_for_pin(cid, recursive, sources, check_and_pin)
 
     def _content_arrived(self) -> None:
         """Wake the pins waiting for content (an upload may bring what they lack)."""
@@ -440,18 +467,17 @@ class EmbeddedEngine(StorageEngine):
                 out.append(t)
         return out
 
-    async def _fetch_for_pin(self, cid: CID, recursive: bool, sources, session) -> None:
+    async def _fetch_for_pin(self, cid: CID, recursive: bool, sources, check_and_pin) -> None:
         """Fetch what is missing of the DAG, round after round (with backoff) while some
-        block is not retrievable; the caller's timeout or cancellation ends it."""
-        store, protector = self.store, self.protector
+        block is not retrievable, then check_and_pin() within the last round's hold of
+        the store lock; the caller's timeout or cancellation ends it."""
+        store = self.store
 
         def lookup_many(cids: list[CID]) -> list[list[CID] | None]:
-            protector.protect(session, [c.multihash for c in cids])  # before looking: see gc.py
             return [gcmod.block_links(store, c) for c in cids]
 
         def keep(c: CID, data: bytes) -> list[CID]:
             links = _dagpb_links(c, data) if c.codec == DAG_PB else []
-            protector.protect(session, [c.multihash])
             store.put(c.multihash, data)
             return links
 
@@ -465,8 +491,10 @@ class EmbeddedEngine(StorageEngine):
         while True:
             arrived = self._arrived  # taken before looking: content landing after the look still wakes us
             try:
-                n = await fetchmod.fetch_dag(cid, recursive=recursive, sources=sources, fetcher=self.fetcher,
-                                             lookup=lookup, store=store_block)
+                async with self.store_lock.shared():
+                    n = await fetchmod.fetch_dag(cid, recursive=recursive, sources=sources, fetcher=self.fetcher,
+                                                 lookup=lookup, store=store_block)
+                    await asyncio.to_thread(check_and_pin)
             except fetchmod.NotRetrievable as exc:
                 log.log(logging.INFO if sources else logging.DEBUG, "pin %s: %s; trying again in %.1fs", cid, exc,
                         delay)
@@ -488,14 +516,7 @@ class EmbeddedEngine(StorageEngine):
             yield PinInfo(cid, type_)
 
     async def gc(self) -> int:
-        def run():
-            marked = gcmod.mark(self.store, self.pin_index.all())
-            removed = gcmod.sweep(self.store, self.protector, marked)
-            self.store.remove_stale_temps(3600)
-            return removed
-
-        async with self._gc_lock:
-            return await asyncio.to_thread(run)
+        return await asyncio.to_thread(gcmod.collect, self.store, self.pin_index.all, self.store_lock)
 
     async def repo_stat(self) -> RepoStat:
         def stat():

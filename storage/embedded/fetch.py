@@ -28,8 +28,8 @@ anyway), could not take each block from whichever source has it, and would
 let one lying or truncating source spoil the whole stream instead of a block.
 
 The walk itself (fetch_dag) knows nothing of the block store: the engine hands
-it `lookup` and `store` callables that register every block with the gc
-Protector before looking at the disk (see gc.py).
+it `lookup` and `store` callables, and holds the store lock shared around a
+walk, so no gc takes what it found or fetched before the pin (see gc.py).
 """
 from __future__ import annotations
 

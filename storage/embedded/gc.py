@@ -1,26 +1,20 @@
-"""Garbage collection (mark and sweep) and the protection of in-flight writes.
+"""Garbage collection (mark and sweep), safe against writes in progress in any
+process that shares the block store (several `hearth serve` workers, the CLI).
 
-Invariant: gc never removes a block reachable from a pin, nor a block that an
-add / CAR import in progress has written or deduplicated against.
+Invariant: gc never removes a block reachable from a pin, nor a block that a
+write in progress (an add, a CAR import, a pin that fetches or checks blocks)
+has written or relies on, whichever process runs it.
 
-Mechanism:
-
-* Every add/import opens a ``Session`` in the ``Protector``. Before a batch of
-  blocks is written -- and before the "already on disk?" dedup check -- its
-  multihashes are added to the session under ``Protector.lock``.
-* The sweep deletes a block only while holding that same lock, after checking
-  that no open session holds its multihash. So for any block either the sweep
-  runs first (the block is gone, and the writer, which checks existence after
-  registering, writes it again) or the registration runs first (the sweep skips
-  it). A writer never relies on a file the sweep is about to unlink.
-* When the add is complete it pins its root and closes its session while holding
-  the engine's asyncio ``gc_lock``; gc holds ``gc_lock`` for its whole mark+sweep,
-  so a gc sees either the session (blocks protected) or the pin (blocks marked),
-  never neither. Long uploads do not block gc, and gc only delays the final
-  pin step of an add.
-
-The session costs ~100 bytes per 256 KiB block written (0.04 % of the upload),
-released when the add ends.
+Mechanism: Kubo's. Every write holds the store lock shared from before its first
+block until its pin is recorded (`StoreLock.shared()`); a collection holds it
+exclusively for its whole mark and sweep (`StoreLock.exclusive()`). So a gc sees
+every write either finished (its pin marked) or not begun, in any process. The
+lock is flock(2) on `run/store.lock`, one open file per holder. A collection
+that waits first takes `run/gc-intent.lock`, which every new write passes
+through, so writes arriving meanwhile queue behind the gc rather than starving
+it (writer preference, as Go's RWMutex that Kubo's GC lock is). The cost, also
+Kubo's: a collection waits for the writes in progress to finish, and writes that
+arrive while it waits or runs wait for it.
 
 Mark reads only what it must: raw-codec CIDs have no links and are never read;
 a dag-pb block whose first byte is 0x0a starts with Data, and since dag-pb puts
@@ -28,7 +22,12 @@ Links before Data such a block (a CIDv0 file leaf) has no links: 1 byte is read.
 """
 from __future__ import annotations
 
-import threading
+import asyncio
+import contextlib
+import contextvars
+import fcntl
+import os
+from pathlib import Path
 
 from .. import dagpb
 from ..cid import CID, DAG_PB, IDENTITY
@@ -36,38 +35,93 @@ from .blockstore import Blockstore
 from .pins import DIRECT
 
 
-class Session:
-    __slots__ = ("mhs",)
-
-    def __init__(self):
-        self.mhs: set[bytes] = set()
+_holding: contextvars.ContextVar[bool] = contextvars.ContextVar("hearth_store_lock_held", default=False)
 
 
-class Protector:
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.sessions: set[Session] = set()
+class StoreLock:
+    """Shared for writes, exclusive for gc, across processes (flock).
 
-    def open(self) -> Session:
-        s = Session()
-        with self.lock:
-            self.sessions.add(s)
-        return s
+    A process holds one shared flock on `store.lock` for all its writes in progress
+    (counted here), taken when the first starts and let go when the last ends, on a
+    file opened once: a write costs no file operation on the event loop, only a
+    non-blocking flock on the common path. A collection opens the files afresh (in
+    its thread), so it also waits for this process's own writes."""
 
-    def close(self, s: Session) -> None:
-        with self.lock:
-            self.sessions.discard(s)
+    def __init__(self, run_dir: Path):
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.main = run_dir / "store.lock"
+        self.intent = run_dir / "gc-intent.lock"
+        self._main_fd = self._open(self.main)
+        self._intent_fd = self._open(self.intent)
+        self._writers = 0
+        self._first = asyncio.Lock()  # one 0 -> 1 transition at a time
 
-    def protect(self, s: Session, mhs) -> None:
-        with self.lock:
-            s.mhs.update(mhs)
+    @staticmethod
+    def _open(path: Path) -> int:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
 
-    def is_protected_locked(self, mh: bytes) -> bool:
-        return any(mh in s.mhs for s in self.sessions)
+    @staticmethod
+    async def _flock(fd: int, mode: int) -> None:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)  # the common case: no gc about
+        except BlockingIOError:
+            await asyncio.to_thread(fcntl.flock, fd, mode)
+
+    @contextlib.asynccontextmanager
+    async def shared(self):
+        """Held by a write from before its first block until its pin is recorded. A
+        task that holds it already (an upload around its add) holds it again at once:
+        waiting behind a gc that waits for it would deadlock."""
+        if _holding.get():
+            yield
+            return
+        token = _holding.set(True)
+        try:
+            async with self._shared():
+                yield
+        finally:
+            _holding.reset(token)
+
+    @contextlib.asynccontextmanager
+    async def _shared(self):
+        # pass through the intent lock: waits while a gc (any process) wants the store
+        await self._flock(self._intent_fd, fcntl.LOCK_SH)
+        fcntl.flock(self._intent_fd, fcntl.LOCK_UN)
+        async with self._first:
+            if self._writers == 0:
+                await self._flock(self._main_fd, fcntl.LOCK_SH)
+            self._writers += 1
+        try:
+            yield
+        finally:
+            self._writers -= 1
+            if self._writers == 0:
+                fcntl.flock(self._main_fd, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        """Blocking: held by a collection for its whole mark and sweep."""
+        intent = self._open(self.intent)
+        main = self._open(self.main)
+        try:
+            fcntl.flock(intent, fcntl.LOCK_EX)
+            fcntl.flock(main, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(main)
+            os.close(intent)
+
+    def close(self) -> None:
+        for fd in (self._main_fd, self._intent_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def block_links(store: Blockstore, cid: CID) -> list[CID] | None:
-    """Links of a stored block for the mark phase; None if the block is absent."""
+    """Links of a stored block; None if the block is absent."""
     if cid.codec != DAG_PB or cid.hash_code == IDENTITY:
         return [] if cid.hash_code == IDENTITY or store.has(cid.multihash) else None
     head = store.get_unverified_head(cid.multihash, 1)
@@ -75,10 +129,8 @@ def block_links(store: Blockstore, cid: CID) -> list[CID] | None:
         return None
     if head in (b"", b"\x0a"):
         return []
-    try:
-        with open(store.path_for(cid.multihash), "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
+    data = store.read_unverified(cid.multihash)
+    if data is None:
         return None
     try:
         return [l.cid for l in dagpb.decode_node(data).links]
@@ -105,14 +157,18 @@ def mark(store: Blockstore, pins: list[tuple[CID, str]]) -> set[bytes]:
     return marked
 
 
-def sweep(store: Blockstore, protector: Protector, marked: set[bytes]) -> int:
+def sweep(store: Blockstore, marked: set[bytes]) -> int:
     removed = 0
     for mh, path in store.iter_keys():
-        if mh in marked:
-            continue
-        with protector.lock:
-            if protector.is_protected_locked(mh):
-                continue
-            if store.remove(path):
-                removed += 1
+        if mh not in marked and store.remove(path):
+            removed += 1
     return removed
+
+
+def collect(store: Blockstore, pins, lock: StoreLock) -> int:
+    """A whole collection (blocking): wait for the writes in progress, mark, sweep."""
+    with lock.exclusive():
+        marked = mark(store, pins())
+        removed = sweep(store, marked)
+        store.remove_stale_temps()
+        return removed

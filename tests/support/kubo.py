@@ -29,11 +29,13 @@ def free_port() -> int:
 
 
 class KuboDaemon:
-    def __init__(self, repo: str | None = None):
+    def __init__(self, repo: str | None = None, unix_api: bool = False):
         self.bin = ipfs_bin()
         self._own_repo = repo is None
         self.repo = repo or tempfile.mkdtemp(prefix="hearth-kubo-")
         self.proc: subprocess.Popen | None = None
+        # unix_api: the RPC also listens on a Unix socket, api_unix ("unix:/path")
+        self.unix_api = unix_api
         self.api_port = free_port()
         self.gateway_port = free_port()
         self.swarm_port = free_port()
@@ -45,6 +47,15 @@ class KuboDaemon:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def api_socket(self) -> str:
+        return str(Path(self.repo) / "api.sock")
+
+    @property
+    def api_unix(self) -> str:
+        """The RPC's Unix socket as a `[storage] kubo_api` value (needs unix_api=True)."""
+        return "unix:" + self.api_socket
 
     @property
     def gateway_url(self) -> str:
@@ -60,7 +71,8 @@ class KuboDaemon:
         if not (Path(self.repo) / "config").exists():
             self.ipfs("init", "--profile=test", "--empty-repo")
         cfg = {
-            "Addresses.API": json.dumps(f"/ip4/127.0.0.1/tcp/{self.api_port}"),
+            "Addresses.API": json.dumps([f"/ip4/127.0.0.1/tcp/{self.api_port}", f"/unix{self.api_socket}"]
+                                        if self.unix_api else f"/ip4/127.0.0.1/tcp/{self.api_port}"),
             "Addresses.Gateway": json.dumps(f"/ip4/127.0.0.1/tcp/{self.gateway_port}"),
             "Addresses.Swarm": json.dumps([f"/ip4/127.0.0.1/tcp/{self.swarm_port}"]),
             "Bootstrap": "[]",
@@ -87,6 +99,8 @@ class KuboDaemon:
                 req = urllib.request.Request(self.api_url + "/api/v0/version", method="POST")
                 urllib.request.urlopen(req, timeout=1).read()
                 urllib.request.urlopen(self.gateway_url + "/ipfs/bafkqaaa", timeout=1).read()
+                if self.unix_api and not os.path.exists(self.api_socket):
+                    raise OSError("the RPC's Unix socket is not there yet")
                 return self
             except Exception:
                 time.sleep(0.1)

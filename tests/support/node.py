@@ -56,10 +56,13 @@ class NodeProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"hearth serve exited {self.proc.returncode}: {self.log()[-3000:]}")
             try:
-                urllib.request.urlopen(self.url + "/healthz", timeout=1).read()
-                return self
+                # the node writes its `api` file once every worker listens
+                if (self.data_dir / "api").exists():
+                    urllib.request.urlopen(self.url + "/healthz", timeout=1).read()
+                    return self
             except OSError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"hearth serve did not start: {self.log()[-3000:]}")
 
@@ -75,9 +78,10 @@ class NodeProcess:
             return ""
 
     def kill(self) -> None:
-        """SIGKILL: a crash, nothing gets to clean up."""
+        """SIGKILL to the node's every process (its workers too): a crash, nothing
+        gets to clean up."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            os.killpg(self.proc.pid, signal.SIGKILL)  # started in a session of its own
             self.proc.wait()
         self.proc = None
 
