@@ -126,6 +126,7 @@ class GuardedRequestHandler(RequestHandler):
         # opening, then the first byte of each later request (None: idle, no bytes yet)
         self.headers_since: float | None = now
         self.partial = False  # bytes of a request have arrived, its headers have not
+        self.last_payload = None  # the body of the last request parsed
         self.last_rx = now  # when bytes last arrived
         self.watched_request = None  # the request whose body the sweeper watches
 
@@ -141,12 +142,18 @@ class GuardedRequestHandler(RequestHandler):
             return
         now = self._loop.time()
         self.last_rx = now
-        if self.headers_since is None and self._current_request is None and not self._messages:
-            self.headers_since = now
-        self.partial = True
+        # the rest of a body the handler did not read (aiohttp drains it after the
+        # response) is not the start of the next request's headers
+        draining = self.last_payload is not None and not self.last_payload.is_eof()
+        waiting = self._current_request is None and not self._messages and not draining
+        if waiting:
+            if self.headers_since is None:
+                self.headers_since = now
+            self.partial = True
         super().data_received(data)
         if self._messages:  # headers complete: a request was parsed
             self.headers_since, self.partial = None, False
+            self.last_payload = self._messages[-1][1]
 
     def handle_error(self, request, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:

@@ -7,7 +7,9 @@ Read through aiohttp, every byte is received into a Python object, copied again
 by the HTTP parser, and sent again: about 1 CPU second per GiB in the node. Here
 the node takes the socket over from aiohttp once the request's headers are
 parsed and moves the rest of the body socket -> pipe -> socket in the kernel
-(storage.engine.RawBody), ~0.1-0.2 CPU s per GiB.
+(storage.engine.RawBody): 0.35 CPU s per GiB for the node process when Kubo's
+RPC is on loopback TCP (nearly all of it the kernel's TCP work for the extra
+hop), 0.22 over a Unix socket (bench/bench_gateway.py, bench/upload_ceiling.py).
 
 Taking over a connection from aiohttp:
 

@@ -209,3 +209,31 @@ async def test_requests_the_parser_refuses_get_json_errors(tmp_path):
         assert "Traceback" not in node.log() and " ERROR " not in node.log()
     finally:
         node.stop()
+
+
+async def test_a_body_left_unread_does_not_start_the_header_timer(tmp_path):
+    """A request answered before its body was read (401 here): aiohttp drains the rest of
+    the body after the response; those bytes are not the next request's headers, so a
+    keep-alive connection that then idles past header_timeout is still usable (it was
+    answered 408 once)."""
+    node = NodeProcess(tmp_path / "data", env={"HEARTH_SERVER_HEADER_TIMEOUT": "1",
+                                               "HEARTH_SERVER_WORKERS": "1"}).start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+
+        async def response() -> bytes:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+            await reader.readexactly(length)
+            return head.split(b"\r\n")[0]
+
+        body = b"x" * 300_000
+        writer.write(b"POST /api/v1/content?filename=a HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n"
+                     % len(body) + body)
+        assert await response() == b"HTTP/1.1 401 Unauthorized"
+        await asyncio.sleep(2.5)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert await asyncio.wait_for(response(), 5) == b"HTTP/1.1 200 OK"
+        writer.close()
+    finally:
+        node.stop()
