@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import shutil
 import statistics
 import struct
@@ -499,6 +500,32 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(99)))
 end
 """
+
+
+def have_h2load() -> bool:
+    return shutil.which("h2load") is not None
+
+
+def h2load_once(base_url: str, paths: list[str], concurrency: int = 32) -> LoadResult:
+    """Each path requested once (a cold pass), over `concurrency` keep-alive HTTP/1.1
+    connections, by h2load (nghttp2-client, C: it leaves the CPU to the servers): one
+    h2load -c1 per connection with its own slice of the paths, all started at once;
+    req/s is the paths over the time from the start to the last answer."""
+    slices = [paths[i::concurrency] for i in range(concurrency)]
+    with tempfile.TemporaryDirectory(prefix="hearth-h2load-") as tmp:
+        procs = []
+        started = time.perf_counter()
+        for n, part in enumerate(s for s in slices if s):
+            uris = Path(tmp) / f"{n}.txt"
+            uris.write_text("".join(f"{base_url}{p}\n" for p in part))
+            procs.append(subprocess.Popen(["h2load", "--h1", "-c1", "-n", str(len(part)), "-i", str(uris)],
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        outs = [p.communicate()[0] for p in procs]
+        elapsed = time.perf_counter() - started
+    ok = sum(int(m.group(1)) for o in outs for m in [re.search(r"status codes: (\d+) 2xx", o)] if m)
+    version = subprocess.run(["h2load", "--version"], capture_output=True, text=True).stdout.split()[-1]
+    return LoadResult(len(paths), len(paths) - ok, elapsed, 0,
+                      f"h2load {version} ({concurrency} connections), each path once")
 
 
 def wrk_load(base_url: str, paths: list[str], concurrency: int = 32, seconds: int = 10, threads: int = 1) -> LoadResult:

@@ -10,7 +10,8 @@ from typing import Any
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "server": {"host": "127.0.0.1", "port": 8787, "data_dir": "~/.hearth", "log_level": "info", "public_url": "",
-               "header_timeout": 10, "body_idle_timeout": 30, "keepalive_timeout": 15, "max_connections": 1000, "workers": 0},
+               "header_timeout": 10, "body_idle_timeout": 30, "keepalive_timeout": 15, "max_connections": 1000, "workers": 0,
+               "event_loop": "uvloop"},
     "storage": {"engine": "embedded", "kubo_api": "http://127.0.0.1:5001", "kubo_timeout": 60,
                 "kubo_gateway": "", "max_upload_bytes": 10 * 1024**3, "max_concurrent_uploads": 128,
                 "max_bytes": 10_000_000_000, "gc_watermark": 90, "gc_period": 3600, "fetch_gateways": [],
@@ -21,7 +22,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "pinning": {"workers": 4, "pin_timeout": 600},
 }
 
-CHOICES = {("storage", "engine"): {"embedded", "kubo"}, ("gateway", "serve"): {"local", "network"},
+CHOICES = {("server", "event_loop"): {"uvloop", "asyncio"}, ("storage", "engine"): {"embedded", "kubo"}, ("gateway", "serve"): {"local", "network"},
            ("storage", "verify_on_read"): {"never", "always"},
            ("server", "log_level"): {"debug", "info", "warning", "error"}}
 

@@ -15,7 +15,7 @@ from .auth import require_owner
 from .memory_release import HeapTrimmer
 from .errors import HTTPError, bad_request
 from .keys import COLLECTOR, CONFIG, ENGINE, METRICS, PIN_WORKER, STORE, UPLOAD_SLOTS
-from .socket_body import SocketBody, close_after_response
+from .socket_body import SocketBody
 
 CAR_TYPES = ("application/vnd.ipld.car",)
 READ_CHUNK = 256 * 1024
@@ -385,7 +385,6 @@ async def delete_record(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app[UPLOAD_SLOTS] = UploadSlots(app[CONFIG]["storage"]["max_concurrent_uploads"])
-    app.on_response_prepare.append(close_after_response)
     app.router.add_post("/api/v1/content", upload)
     app.router.add_get("/api/v1/content", list_records)
     app.router.add_get("/api/v1/content/{cid}", get_record)

@@ -134,6 +134,11 @@ class Counter(_Metric):
         key = self._key(labels)
         self._values[key] = self._values.get(key, 0) + amount
 
+    def inc_key(self, key: tuple[str, ...], amount: float = 1) -> None:
+        """inc() with the label values already in labelnames' order, as strings (the
+        per-request path: no keyword checking)."""
+        self._values[key] = self._values.get(key, 0) + amount
+
     def set_total(self, value: float, **labels) -> None:
         """Mirror a count kept elsewhere (it must itself only go up)."""
         self._values[self._key(labels)] = value
@@ -343,7 +348,7 @@ def metrics_middleware(metrics: Metrics):
             status = CLIENT_CLOSED  # the client went away (nginx's 499)
             raise
         finally:
-            metrics.requests.inc(route=route, method=request.method, status=status)
+            metrics.requests.inc_key((route, request.method, str(status)))
             if request.content_length:
                 metrics.bytes_in += request.content_length
     return middleware

@@ -48,7 +48,6 @@ from .errors import HTTPError, bad_request
 
 log = logging.getLogger("hearth.upload")
 
-CLOSE_AFTER = web.RequestKey("hearth_close_after_response", bool)  # answer with Connection: close
 
 SPLICE_MIN = 1 << 20  # smaller bodies go through aiohttp: keep-alive kept, nothing to gain
 PIPE_SIZE = 1 << 20  # bytes per splice; the pipe is grown to this when the system allows
@@ -114,7 +113,9 @@ class SocketBody(RawBody):
         # Tell aiohttp (and the server's body-idle sweeper) it is not reading: this
         # code watches the body from here on.
         request.protocol._reading_paused = True  # noqa: SLF001
-        request[CLOSE_AFTER] = True
+        # whatever answers this request (the handler, or an error from the middleware)
+        # says Connection: close: aiohttp takes a response's keep-alive from its request
+        request._message = request._message._replace(should_close=True)  # noqa: SLF001
         prefix = b"".join(pieces)
         if content.total_bytes != len(prefix):  # cannot happen: checked in of()
             raise RuntimeError("part of the request body was read before it was forwarded")
@@ -229,13 +230,6 @@ def _grow_unix_sndbuf(fd: int) -> None:
         pass
     finally:
         sock.close()
-
-
-async def close_after_response(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: a connection whose body was spliced says it closes."""
-    if request.get(CLOSE_AFTER):
-        response.force_close()
-        response.headers["Connection"] = "close"  # the headers are prepared before this hook runs
 
 
 async def _wait(loop: asyncio.AbstractEventLoop, fd: int, writable: bool, timeout: float,

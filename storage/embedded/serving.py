@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, AsyncIterator, BinaryIO
 from .. import dagpb, unixfs
 from ..cid import CID, DAG_PB, IDENTITY, RAW, InvalidCID, decode_varint
 from ..engine import FileSegment
-from . import blockstore as bs
 from .blockstore import SUFFIX, Blockstore, CorruptBlock, mh_key, verify_mh
 
 if TYPE_CHECKING:
@@ -41,7 +40,6 @@ if TYPE_CHECKING:
 
 SMALL_READ = 64 * 1024  # blocks up to this size are read on the event loop (page cache, a few microseconds)
 HEAD_READ = 64  # bytes read from a dag-pb leaf to find where its file bytes start
-OPEN_RETRIES = 3
 
 
 def block_path(root: str, mh: bytes) -> str:
@@ -52,18 +50,12 @@ def block_path(root: str, mh: bytes) -> str:
 
 async def open_block(store: Blockstore, mh: bytes, root: str | None = None) -> BinaryIO | None:
     """The block file opened for reading (unbuffered, binary: what loop.sendfile
-    takes), or None if it is not there. A gc sweep may set a block aside for an
-    instant while it decides (blockstore GC_SUFFIX): a miss then is tried again."""
+    takes), or None if it is not there."""
     path = block_path(root or str(store.root), mh)
-    set_aside = getattr(bs, "GC_SUFFIX", None)
-    for attempt in range(OPEN_RETRIES):
-        try:
-            return open(path, "rb", buffering=0)
-        except FileNotFoundError:
-            if set_aside is None or not os.path.exists(str(path) + set_aside):
-                return None
-            await asyncio.sleep(0.001 * (attempt + 1))
-    return None
+    try:
+        return open(path, "rb", buffering=0)
+    except FileNotFoundError:
+        return None
 
 
 def read_small(store: Blockstore, cid: CID, verify: bool, limit: int = SMALL_READ) -> bytes | None:
@@ -71,7 +63,7 @@ def read_small(store: Blockstore, cid: CID, verify: bool, limit: int = SMALL_REA
     page-cache reads of a few KiB cost less than a hop to a thread). None if the block
     is bigger, or not found at first sight (the caller then takes the thread path,
     which looks again and raises BlockNotFound)."""
-    path = store.path_for(cid.multihash)
+    path = store.path_str(cid.multihash)
     try:
         if os.stat(path).st_size > limit:  # a bigger block is not even opened here
             return None
