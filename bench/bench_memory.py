@@ -19,7 +19,7 @@ import json
 import os
 import time
 
-from common import MiB, HearthNode, RssSampler, kubo_add, log, node_upload, rss_now, start_kubo
+from common import MiB, HearthNode, RssSampler, kubo_add, log, node_upload, process_tree, start_kubo
 
 import aiohttp
 
@@ -38,18 +38,28 @@ async def _burst(send, n: int, size: int) -> float:
     return time.monotonic() - started
 
 
+def _tree_rss(pid: int) -> tuple[int, int]:
+    """(largest single process, sum) of the RSS of pid and its descendants."""
+    sizes = [p.memory_info().rss for p in process_tree(pid)]
+    return max(sizes), sum(sizes)
+
+
 async def measure(pid: int, send, n: int, size: int) -> dict:
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:  # one warm-up upload
         await send(session, 10**6, _stream(10**6, MiB), MiB)
     await asyncio.sleep(2)
-    idle = rss_now(pid)
-    with RssSampler(pid, interval=0.01) as sampler:
+    idle, idle_total = _tree_rss(pid)
+    with RssSampler(pid, interval=0.01, tree=True) as sampler:
         seconds = await _burst(send, n, size)
         await asyncio.sleep(3)
-    after = rss_now(pid)
+    after, after_total = _tree_rss(pid)
+    # with several workers the node is a supervisor and its workers: the largest process
+    # (a worker) and the sum of all of them are both reported
     return {"idle_mib": idle / MiB, "peak_mib": sampler.peak / MiB, "after_mib": after / MiB,
-            "back_within_mib": (after - idle) / MiB, "seconds": seconds}
+            "back_within_mib": (after - idle) / MiB, "seconds": seconds,
+            "idle_total_mib": idle_total / MiB, "peak_total_mib": sampler.peak_total / MiB,
+            "after_total_mib": after_total / MiB, "back_within_total_mib": (after_total - idle_total) / MiB}
 
 
 def main() -> None:
@@ -58,10 +68,13 @@ def main() -> None:
     ap.add_argument("--uploads", type=int, default=100)
     ap.add_argument("--size-mib", type=int, default=20)
     ap.add_argument("--json", help="write the results here too")
+    ap.add_argument("--node-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="environment for the node, e.g. HEARTH_SERVER_WORKERS=1")
     args = ap.parse_args()
     size = args.size_mib * MiB
     kubo = start_kubo()
-    node = HearthNode(args.engine, kubo_api=kubo.api_url).start()
+    node = HearthNode(args.engine, kubo_api=kubo.api_url,
+                      env=dict(kv.split("=", 1) for kv in args.node_env)).start()
     results = {}
     try:
         async def to_node(session, i, body, n):
@@ -81,9 +94,12 @@ def main() -> None:
     print(f"\n{args.uploads} concurrent uploads of {args.size_mib} MiB, engine {args.engine}\n")
     print("| | node | Kubo | node/Kubo | goal |")
     print("|---|---:|---:|---:|---|")
-    for key, label, goal in (("idle_mib", "idle RSS, MiB", ""), ("peak_mib", "peak RSS, MiB", "node < 238 MiB (250 MB)"),
-                             ("after_mib", "RSS 3 s after, MiB", ""),
-                             ("back_within_mib", "after - idle, MiB", "node < 28.6 MiB (30 MB)"),
+    for key, label, goal in (("idle_mib", "idle RSS, largest process, MiB", ""),
+                             ("peak_mib", "peak RSS, largest process, MiB", "node < 143 MiB (150 MB) per worker"),
+                             ("idle_total_mib", "idle RSS, all processes, MiB", ""),
+                             ("peak_total_mib", "peak RSS, all processes, MiB", "node < 238 MiB (250 MB)"),
+                             ("after_total_mib", "RSS 3 s after, all processes, MiB", ""),
+                             ("back_within_total_mib", "after - idle, all processes, MiB", "node < 28.6 MiB (30 MB)"),
                              ("seconds", "burst wall time, s", "")):
         print(f"| {label} | {node_r[key]:.1f} | {kubo_r[key]:.1f} | {node_r[key] / kubo_r[key]:.2f}x | {goal} |")
     if args.json:

@@ -41,6 +41,7 @@ def make_engine(config: Config, metrics: Metrics, workers: int = 1) -> StorageEn
                           retrieval_timeout=config["gateway"]["retrieval_timeout"], observe=metrics.observe_engine,
                           gateway=storage["kubo_gateway"], pin_name=f"hearth-{node_peer_id(config.data_dir)}")
     from storage.embedded import EmbeddedEngine
+    from storage.embedded.importer import IMPORT_BUDGET
 
     gateways = storage["fetch_gateways"]
     if not local and not gateways:
@@ -54,7 +55,9 @@ def make_engine(config: Config, metrics: Metrics, workers: int = 1) -> StorageEn
         engine = EmbeddedEngine(config.data_dir, fetch_gateways=gateways, client=client, network_reads=not local,
                                 retrieval_timeout=config["gateway"]["retrieval_timeout"],
                                 public_addresses=[public_multiaddr(config)],
-                                verify_on_read=storage["verify_on_read"], shared_store=workers > 1)
+                                verify_on_read=storage["verify_on_read"], shared_store=workers > 1,
+                                # the node's upload buffers, shared out between its workers
+                                import_budget=IMPORT_BUDGET // workers)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return _observed(engine, metrics)

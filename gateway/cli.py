@@ -5,8 +5,6 @@ import argparse
 import logging
 import sys
 
-from storage.metadata import MetadataStore
-
 from .config import Config, ConfigError, load_config
 
 
@@ -59,7 +57,9 @@ def _config(args) -> Config:
     return config
 
 
-def _store(config: Config) -> MetadataStore:
+def _store(config: Config):
+    from storage.metadata import MetadataStore
+
     store = MetadataStore(config.data_dir / "hearth.sqlite")
     store.migrate()
     return store
@@ -110,10 +110,9 @@ def cmd_serve(config: Config, args) -> int:
     import asyncio
     import math
 
-    from .app import create_app
+    # the supervisor imports only what it needs: it stays a small process
     from .data_dir import DataDirBusy, DataDirLock, remove_api_file, write_api_file
     from .log_config import configure_logging
-    from .server import Limits, fit_connections_to_fd_limit, serve
     from .workers import Supervisor, exit_with_supervisor, serve_argv, signal_ready, worker_count, worker_of
 
     server = config["server"]
@@ -150,6 +149,9 @@ def cmd_serve(config: Config, args) -> int:
             log.info("Hearth stopped")
             return code
         # one server process: the whole node, or one worker of several (limits shared out)
+        from .app import create_app
+        from .server import Limits, fit_connections_to_fd_limit, serve
+
         for section, key in (("server", "max_connections"), ("storage", "max_concurrent_uploads")):
             config.set(section, key, math.ceil(config[section][key] / count))
         limits = Limits(header_timeout=server["header_timeout"], body_idle_timeout=server["body_idle_timeout"],
@@ -301,6 +303,7 @@ def cmd_repo(args, config: Config) -> int:
         return 0
 
     from storage.engine import EngineError
+    from storage.metadata import MetadataStore
     from storage.verify import verify_content
 
     from .app import make_engine

@@ -18,7 +18,7 @@ from .keys import COLLECTOR, CONFIG, ENGINE, METRICS, PIN_WORKER, STORE, UPLOAD_
 from .socket_body import SocketBody
 
 CAR_TYPES = ("application/vnd.ipld.car",)
-READ_CHUNK = 256 * 1024
+READ_CHUNK = 64 * 1024
 
 
 def record_json(row: dict) -> dict:
@@ -236,7 +236,7 @@ async def _receive_upload(request: web.Request, owner: str) -> web.Response:
         while True:
             try:
                 # a raw body: whatever has arrived, as aiohttp received it (no re-chunking copy)
-                chunk = await source.read_chunk(READ_CHUNK) if isinstance(source, BodyPartReader) else await source.readany()
+                chunk = await source.read_chunk(READ_CHUNK) if isinstance(source, BodyPartReader) else await source.read(READ_CHUNK)
             except Exception as exc:  # malformed multipart / client went away
                 problems.append(bad_request(f"malformed upload body: {exc}", "invalid_body"))
                 raise problems[-1] from None

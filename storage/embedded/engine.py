@@ -64,7 +64,7 @@ from . import fetch as fetchmod
 from . import gc as gcmod
 from . import serving
 from .blockstore import Blockstore, process_alive
-from .importer import HAMT_THRESHOLD, DirNode, ImportBudget, Link, build_dir, import_file
+from .importer import HAMT_THRESHOLD, IMPORT_BUDGET, DirNode, ImportBudget, Link, build_dir, import_file
 from .pins import DIRECT, RECURSIVE, PinIndex
 
 CAR_STAGE_BATCH = 8 << 20
@@ -104,7 +104,8 @@ class EmbeddedEngine(StorageEngine):
     def __init__(self, data_dir: Path, *, fsync: bool = False, hamt_threshold: int = HAMT_THRESHOLD,
                  fetch_gateways: Sequence[str] = (), client: GuardedClient | None = None,
                  network_reads: bool = False, retrieval_timeout: float = 30.0,
-                 public_addresses: Sequence[str] = (), verify_on_read: str = "always", shared_store: bool = False):
+                 public_addresses: Sequence[str] = (), verify_on_read: str = "always", shared_store: bool = False,
+                 import_budget: int = IMPORT_BUDGET):
         """fetch_gateways: trustless gateway URLs (or HTTP multiaddrs) missing blocks are
         fetched from; client: the guarded outbound client for every such request (a strict
         default one if None); network_reads: get_block fetches missing blocks (gateway
@@ -129,7 +130,7 @@ class EmbeddedEngine(StorageEngine):
         self.run_dir = self.data_dir / "run"
         self.store_lock = gcmod.StoreLock(self.run_dir)  # writes shared, gc exclusive, across processes (gc.py)
         self.hamt_threshold = hamt_threshold
-        self.import_budget = ImportBudget()  # buffers shared by the adds in progress
+        self.import_budget = ImportBudget(import_budget)  # buffers shared by the adds in progress
         self._closed = False
         self._arrived = asyncio.Event()  # set (and replaced) whenever content lands: see _content_arrived
 
