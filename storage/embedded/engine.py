@@ -240,13 +240,15 @@ class EmbeddedEngine(StorageEngine):
 
     # --- add ------------------------------------------------------------------------
     async def add(self, entries: AsyncIterator[AddEntry], options: AddOptions) -> AddResult:
+        if options.cid_version not in (0, 1):
+            raise InvalidContent(f"unsupported cid_version {options.cid_version}")
+        async with self.store_lock.shared():  # from before the first block until the pin: see gc.py
+            return await self._add(entries, options)
+
+    async def _add(self, entries: AsyncIterator[AddEntry], options: AddOptions) -> AddResult:
         cid_version = options.cid_version
-        if cid_version not in (0, 1):
-            raise InvalidContent(f"unsupported cid_version {cid_version}")
         raw_leaves = options.effective_raw_leaves
         store = self.store
-        writing = self.store_lock.shared()  # from before the first block until the pin: see gc.py
-        await writing.__aenter__()
         self.import_budget.active += 1
 
         def sink(blocks):
@@ -322,7 +324,6 @@ class EmbeddedEngine(StorageEngine):
             return AddResult(root.cid, root.tsize, items)
         finally:
             self.import_budget.active -= 1
-            await writing.__aexit__(None, None, None)
 
     # --- read --------------------------------------------------------------------
     async def cat(self, cid: CID, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
