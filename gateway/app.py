@@ -9,6 +9,7 @@ import time
 from aiohttp import web
 
 from outbound import GuardedClient
+from naming import Resolver
 from storage.collector import GarbageCollector
 from storage.engine import EngineError, StorageEngine
 from storage.metadata import MetadataStore
@@ -20,10 +21,10 @@ from .cache import ResponseCache, SharedGeneration
 from .config import Config, ConfigError
 from .cors import cors_middleware
 from .errors import error_middleware, quiet_client_faults
-from .ipfs.handler import handle_ipfs, handle_ipfs_options, handle_ipfs_root
+from .ipfs.handler import handle_ipfs, handle_ipfs_options, handle_ipfs_root, handle_ipns
 from .data_dir import operator_key
-from .keys import (CACHE, COLLECTOR, CONFIG, ENGINE, LEADERSHIP, METRICS, METRICS_SHARE, OPERATOR_KEY, PIN_WORKER,
-                   RECONCILED, SCRUBBER, STORE, UPLOAD_SLOTS)
+from .keys import (CACHE, COLLECTOR, CONFIG, ENGINE, LEADERSHIP, METRICS, METRICS_SHARE, NAMES, OPERATOR_KEY,
+                   PIN_WORKER, RECONCILED, SCRUBBER, STORE, UPLOAD_SLOTS)
 from .metrics import Metrics, metrics_middleware
 from .workers import Leadership, MetricsShare
 from .peer_id import node_peer_id, own_delegate
@@ -189,6 +190,7 @@ def create_app(config: Config, engine: StorageEngine | None = None, *, backgroun
                                       state_path=run_dir / "gc.json")
     app[RECONCILED] = Reconciler(app[STORE], app[ENGINE], app[PIN_WORKER], report_path=run_dir / "reconcile.json")
     app[OPERATOR_KEY] = operator_key(config.data_dir)
+    app[NAMES] = Resolver()  # name systems register here (IPNS, DNSLink...)
     # a damaged block must not be served from memory either
     app[SCRUBBER] = make_scrubber(config, app[ENGINE], on_corrupt=lambda _report: app[CACHE].invalidate_everywhere())
 
@@ -247,6 +249,9 @@ def create_app(config: Config, engine: StorageEngine | None = None, *, backgroun
     app.router.add_get("/ipfs/{cid}", handle_ipfs)
     app.router.add_get("/ipfs/{cid}/{path:.*}", handle_ipfs)
     app.router.add_route("OPTIONS", "/ipfs/{tail:.*}", handle_ipfs_options)
+    app.router.add_get("/ipns/{name}", handle_ipns)
+    app.router.add_get("/ipns/{name}/{path:.*}", handle_ipns)
+    app.router.add_route("OPTIONS", "/ipns/{tail:.*}", handle_ipfs_options)
     psa.setup(app)
     register_service_metrics(app)
     register_scrub_metrics(app)

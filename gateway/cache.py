@@ -48,7 +48,7 @@ class ResponseCache:
         return item[0]
 
     def put(self, key, value, cost: int) -> None:
-        if cost > self.max_item or cost > self.max_bytes:
+        if key is None or cost > self.max_item or cost > self.max_bytes:
             return
         old = self._items.pop(key, None)
         if old is not None:

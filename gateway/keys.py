@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from naming import Resolver
 from storage.collector import GarbageCollector
 from storage.engine import StorageEngine
 from storage.metadata import MetadataStore
@@ -26,3 +27,4 @@ UPLOAD_SLOTS = web.AppKey("upload_slots", object)
 SCRUBBER = web.AppKey("scrubber", object)  # storage.embedded.scrubber.Scrubber; None with the Kubo engine
 LEADERSHIP = web.AppKey("leadership", object)  # gateway.workers.Leadership: does this process run the services?
 METRICS_SHARE = web.AppKey("metrics_share", object)  # gateway.workers.MetricsShare, with several workers
+NAMES = web.AppKey("names", Resolver)  # every name system (IPNS, DNSLink...) behind one resolver

@@ -214,12 +214,27 @@ GATEWAY_RESPONSES = {
 }
 
 
-def _gateway_op(summary: str, extra_params: list | None = None, head: bool = False) -> dict:
+NAME_PARAM = {"name": "name", "in": "path", "required": True,
+              "description": "a name: an IPNS name (libp2p key, CIDv1 base36 k51...) or a DNSLink domain",
+              "schema": {"type": "string", "minLength": 1}}
+NAME_RESPONSES = {
+    "404": _err("the name has no value (no valid record), or the content is not on this node"),
+    "502": {**_err("the name system could not answer (Retry-After)"),
+            "headers": {"Retry-After": {"required": True, "schema": {"type": "string"}}}},
+}
+
+
+def _gateway_op(summary: str, extra_params: list | None = None, head: bool = False, named: bool = False) -> dict:
     responses = GATEWAY_RESPONSES
+    params = GATEWAY_PARAMS
+    if named:  # /ipns/{name}: a name instead of a CID, and what a name system may answer
+        responses = {**responses, **{k: v for k, v in NAME_RESPONSES.items() if k not in responses or k == "502"},
+                     "404": NAME_RESPONSES["404"]}
+        params = [NAME_PARAM] + [p for p in GATEWAY_PARAMS if p is not CID_PARAM]
     if head:  # no body, same statuses and headers
-        responses = {k: {kk: vv for kk, vv in v.items() if kk != "content"} for k, v in GATEWAY_RESPONSES.items()}
-    return {"summary": summary, "tags": ["gateway"], "parameters": GATEWAY_PARAMS + (extra_params or []),
-            "responses": responses}
+        responses = {k: {kk: vv for kk, vv in v.items() if kk != "content"} for k, v in responses.items()}
+    return {"summary": summary, "tags": ["gateway"], "parameters": params + (extra_params or []),
+            "responses": dict(sorted(responses.items()))}
 
 
 def _psa_list_params() -> list[dict]:
@@ -470,6 +485,12 @@ def openapi_document() -> dict:
                             "head": _gateway_op("Headers of content by CID", head=True)},
             "/ipfs/{cid}/{path}": {"get": _gateway_op("Content by CID and path", [PATH_PARAM]),
                                    "head": _gateway_op("Headers of content by CID and path", [PATH_PARAM], head=True)},
+            "/ipns/{name}": {"get": _gateway_op("Content a name points to", named=True),
+                             "head": _gateway_op("Headers of content a name points to", head=True, named=True)},
+            "/ipns/{name}/{path}": {"get": _gateway_op("Content a name points to, and a path under it", [PATH_PARAM],
+                                                       named=True),
+                                    "head": _gateway_op("Headers of content a name points to, and a path under it",
+                                                        [PATH_PARAM], head=True, named=True)},
             **_psa_paths(),
         },
     })

@@ -1,5 +1,6 @@
-"""GET/HEAD /ipfs/{cid}[/{path}]: parse the request, resolve the path, pick the
-response format, and hand over to the file for that format."""
+"""GET/HEAD /ipfs/{cid}[/{path}] and /ipns/{name}[/{path}]: parse the request,
+resolve the name (naming/: every name system through one resolver) and the
+path, pick the response format, and hand over to the file for that format."""
 from __future__ import annotations
 
 from urllib.parse import unquote
@@ -9,7 +10,9 @@ from aiohttp import web
 from storage.cid import CID, InvalidCID
 
 from ..errors import HTTPError, bad_request
-from ..keys import CACHE, ENGINE
+from naming import NameNotFound, NameUnavailable, NamingError
+
+from ..keys import CACHE, ENGINE, NAMES
 from . import block, car, unixfs_dir, unixfs_file
 from .resolve import resolve_path
 from .headers import CORS, GatewayRequest, cache_key_for, etag_matches, not_modified
@@ -19,15 +22,19 @@ KNOWN_UNSUPPORTED = {"tar", "dag-json", "dag-cbor", "json", "cbor", "ipns-record
 ACCEPT_FORMATS = {"application/vnd.ipld.raw": "raw", "application/vnd.ipld.car": "car"}
 
 
-def parse_request(request: web.Request) -> GatewayRequest:
+def parse_request(request: web.Request, namespace: str = "ipfs") -> GatewayRequest:
     raw_path = request.rel_url.raw_path
-    rest = raw_path[len("/ipfs/"):]
+    rest = raw_path[len(f"/{namespace}/"):]
     parts = rest.split("/")
     root_text = unquote(parts[0])
-    try:
-        root = CID.parse(root_text)
-    except InvalidCID as exc:
-        raise bad_request(f"invalid CID {root_text!r}: {exc}", "invalid_cid") from None
+    root = None  # an /ipns/ name is resolved later (handle_ipns)
+    if namespace == "ipfs":
+        try:
+            root = CID.parse(root_text)
+        except InvalidCID as exc:
+            raise bad_request(f"invalid CID {root_text!r}: {exc}", "invalid_cid") from None
+    elif not root_text:
+        raise bad_request("a name is required: /ipns/{name}[/{path}]", "invalid_name")
     trailing = rest.endswith("/") and len(parts) > 1
     segments = [unquote(p) for p in parts[1:]]
     if trailing:
@@ -64,9 +71,9 @@ def parse_request(request: web.Request) -> GatewayRequest:
     if filename is not None and (not filename or "/" in filename or "\x00" in filename):
         raise bad_request("filename must be a non-empty name without '/'", "invalid_filename")
     download = q.get("download", "").lower() == "true"
-    content_path = "/ipfs/" + unquote(rest)
+    content_path = f"/{namespace}/" + unquote(rest)
     return GatewayRequest(request, root, root_text, segments, content_path, trailing, fmt, from_accept,
-                          car_params, filename, download)
+                          car_params, filename, download, namespace)
 
 
 async def handle_ipfs(request: web.Request) -> web.StreamResponse:
@@ -81,7 +88,32 @@ async def handle_ipfs(request: web.Request) -> web.StreamResponse:
                 return not_modified(headers)
             return web.Response(status=status, headers=headers, body=body)  # aiohttp drops it for HEAD
 
-    req = parse_request(request)
+    return await serve_content(request, parse_request(request))
+
+
+async def handle_ipns(request: web.Request) -> web.StreamResponse:
+    """/ipns/{name}[/{path}]: the name resolved (naming.Resolver: IPNS, DNSLink...),
+    then served as its /ipfs/ root would be, cacheable for the name's TTL."""
+    req = parse_request(request, "ipns")
+    try:
+        resolved = await request.app[NAMES].resolve_path(req.root_text, req.segments)
+    except NamingError as exc:
+        raise naming_error(exc) from None
+    req.root, req.segments, req.ttl = resolved.cid, resolved.segments, resolved.ttl
+    return await serve_content(request, req)
+
+
+def naming_error(exc: NamingError) -> HTTPError:
+    if isinstance(exc, NameNotFound):
+        return HTTPError(404, "name_not_found", str(exc))
+    if isinstance(exc, NameUnavailable):
+        return HTTPError(502, "name_unavailable", str(exc), {"Retry-After": "10"})
+    return bad_request(str(exc), "invalid_name")  # InvalidName, NameLoop
+
+
+async def serve_content(request: web.Request, req: GatewayRequest) -> web.StreamResponse:
+    """The response for a parsed request whose root is known."""
+    cache = request.app[CACHE]
     engine = request.app[ENGINE]
 
     async def get_block(cid: CID) -> bytes:

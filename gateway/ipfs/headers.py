@@ -32,16 +32,27 @@ class GatewayRequest:
     car_params: dict = field(default_factory=dict)
     filename: str | None = None
     download: bool = False
+    namespace: str = "ipfs"  # "ipns": root came from a name (root_text), and may change
+    ttl: float | None = None  # ipns: seconds the name's answer holds (None: immutable /ipfs/)
 
     @property
     def is_head(self) -> bool:
         return self.request.method == "HEAD"
 
 
+def cache_control(req: GatewayRequest) -> str:
+    """/ipfs/ content never changes; what a name points to holds for its TTL."""
+    if req.namespace == "ipfs":
+        return IMMUTABLE
+    if req.ttl is None or req.ttl == float("inf"):
+        return "public"
+    return f"public, max-age={max(0, int(req.ttl))}"
+
+
 def common_headers(req: GatewayRequest, roots: list[CID], etag: str) -> dict[str, str]:
     headers = {
         "Etag": etag,
-        "Cache-Control": IMMUTABLE,
+        "Cache-Control": cache_control(req),
         "X-Ipfs-Path": req.content_path,
         "X-Ipfs-Roots": ",".join(str(r) for r in roots),
         "Vary": "Accept, Accept-Encoding",
@@ -79,6 +90,9 @@ def not_modified(headers: dict[str, str]) -> web.Response:
 
 
 def cache_key_for(req: "GatewayRequest | web.Request"):
-    """The response-cache key: everything a response depends on (GET and HEAD share it)."""
+    """The response-cache key: everything a response depends on (GET and HEAD share it).
+    None for named content (/ipns/): it is not kept (ResponseCache.put ignores None)."""
+    if isinstance(req, GatewayRequest) and req.namespace != "ipfs":
+        return None
     r = req.request if isinstance(req, GatewayRequest) else req
     return ("resp", r.rel_url.raw_path, r.rel_url.raw_query_string, r.headers.get("Accept", ""))
