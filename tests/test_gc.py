@@ -125,9 +125,16 @@ async def test_watermark_gc(node_factory):
     assert collector.runs == runs
 
 
-async def test_gc_is_safe_during_uploads(node_factory):
+@pytest.mark.parametrize("executor_threads", [None, 3])
+async def test_gc_is_safe_during_uploads(node_factory, executor_threads):
     """Collections running back to back while uploads stream: every upload's content
-    is whole afterwards."""
+    is whole afterwards. With a small default executor too: writes waiting for a gc
+    must not hold its threads (that deadlocked: the write the gc waited for could not
+    run its own threaded steps)."""
+    if executor_threads:
+        from concurrent.futures import ThreadPoolExecutor
+
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(executor_threads))
     node = await node_factory("embedded")
     collector = node.app[COLLECTOR]
     stop = asyncio.Event()

@@ -63,10 +63,20 @@ class StoreLock:
 
     @staticmethod
     async def _flock(fd: int, mode: int) -> None:
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)  # the common case: no gc about
-        except BlockingIOError:
-            await asyncio.to_thread(fcntl.flock, fd, mode)
+        """Take a flock without blocking a thread: the common case (no gc about) takes it
+        at once; otherwise poll. A blocking flock in the default executor would be a
+        deadlock: enough writes waiting there fill the pool, and the write the gc waits
+        for can then never run its own threaded steps. Polling also leaves nothing
+        behind when the waiting task is cancelled (a thread would take the lock later,
+        for nobody)."""
+        delay = 0.002
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
 
     @contextlib.asynccontextmanager
     async def shared(self):
