@@ -8,7 +8,8 @@ Kubo can get to Kubo's own gateway on these 2 cores (2026-11-25: 1114-1166 vs
 
     .venv/bin/python bench/proxy_ceiling.py
 
-Not a test and not product code: the node itself streams through aiohttp.
+Not a test and not product code. The node (Kubo engine) now splices the same way
+(storage/kubo.py file_socket, storage/splice.py), on its event loop.
 """
 import asyncio, os, socket, sys, select, subprocess
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

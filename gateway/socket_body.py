@@ -28,13 +28,11 @@ Taking over a connection from aiohttp:
   connection at once and fails the upload (nothing is recorded).
 
 Used only on Linux (os.splice), plain TCP/Unix sockets (not TLS), bodies of
-SPLICE_MIN bytes or more.
+SPLICE_MIN bytes or more. The splice loop, the pipe and the readiness waits are
+storage/splice.py's, shared with the Kubo engine's spliced downloads.
 """
 from __future__ import annotations
 
-import asyncio
-import errno
-import fcntl
 import logging
 import os
 import socket
@@ -42,6 +40,7 @@ import socket
 from aiohttp import web
 from aiohttp.streams import StreamReader
 
+from storage import splice
 from storage.engine import RawBody
 
 from .errors import HTTPError, bad_request
@@ -50,12 +49,6 @@ log = logging.getLogger("hearth.upload")
 
 
 SPLICE_MIN = 1 << 20  # smaller bodies go through aiohttp: keep-alive kept, nothing to gain
-PIPE_SIZE = 1 << 20  # bytes per splice; the pipe is grown to this when the system allows
-LOWAT = 256 * 1024  # wake up once this much has arrived (SO_RCVLOWAT), not per segment
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-_SPLICE = getattr(os, "splice", None)
-_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
-_MORE = getattr(os, "SPLICE_F_MORE", 4)
 
 
 class SocketBody(RawBody):
@@ -72,7 +65,7 @@ class SocketBody(RawBody):
     @classmethod
     def of(cls, request: web.Request, *, idle_timeout: float) -> "SocketBody | None":
         """A SocketBody if this request's body can be spliced, else None."""
-        if _SPLICE is None or request.content_length is None or request.content_length < SPLICE_MIN:
+        if not splice.AVAILABLE or request.content_length is None or request.content_length < SPLICE_MIN:
             return None
         if request.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
             return None  # aiohttp decodes it: the bytes on the wire are not the file's
@@ -149,7 +142,7 @@ class SocketBody(RawBody):
             sock = self.request.transport.get_extra_info("socket")
             src = socket.socket(fileno=os.dup(sock.fileno()))
             dst = os.dup(fd)
-            _grow_unix_sndbuf(dst)
+            splice.grow_unix_sndbuf(dst)
             await self._move(src, dst, prefix, self.size - len(prefix), timeout)
         except HTTPError:
             client_failed = True
@@ -162,94 +155,24 @@ class SocketBody(RawBody):
             self._finish(client_failed)
 
     async def _move(self, src: socket.socket, dst: int, prefix: bytes, remaining: int, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        sfd = src.fileno()
-        view = memoryview(prefix)
-        while view:
-            try:
-                view = view[os.write(dst, view):]
-            except BlockingIOError:
-                await _wait(loop, dst, True, timeout, "Kubo did not take the upload in time")
+        late = "Kubo did not take the upload in time"
+        await splice.write_all(dst, prefix, timeout=timeout, timeout_message=late)
         self.moved = len(prefix)
-        if not remaining:
-            return
-        pr, pw = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        lowat = 0
+
+        def moved(n: int) -> None:
+            self.moved += n
+
         try:
-            try:
-                chunk = fcntl.fcntl(pw, _F_SETPIPE_SZ, PIPE_SIZE)
-            except OSError:  # over the per-user pipe budget: the default size works too
-                chunk = fcntl.fcntl(pw, 1032)  # F_GETPIPE_SZ
-            while remaining:
-                want = min(remaining, chunk)
-                if lowat != min(LOWAT, want):
-                    lowat = min(LOWAT, want)
-                    src.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, lowat)
-                try:
-                    n = _SPLICE(sfd, pw, want, flags=_FLAGS)
-                except BlockingIOError:
-                    if not await _wait(loop, sfd, False, self.idle_timeout, None):
-                        log.info("closing a connection whose upload body stalled for %.0f s (%d of %d bytes)",
-                                 self.idle_timeout, self.moved, self.size)
-                        raise self._client_failed(f"the body stalled for {self.idle_timeout:.0f} s after "
-                                                  f"{self.moved} of {self.size} bytes") from None
-                    continue
-                except ConnectionError as exc:
-                    raise self._client_failed(f"the client's connection broke after {self.moved} of "
-                                              f"{self.size} bytes ({exc.__class__.__name__})") from None
-                if n == 0:
-                    raise self._client_failed(f"the client closed the connection after {self.moved} of "
-                                              f"{self.size} bytes")
-                remaining -= n
-                while n:
-                    try:
-                        m = _SPLICE(pr, dst, n, flags=_FLAGS | (_MORE if remaining else 0))
-                    except BlockingIOError:
-                        await _wait(loop, dst, True, timeout, "Kubo did not take the upload in time")
-                        continue
-                    n -= m
-                    self.moved += m
-        finally:
-            os.close(pr)
-            os.close(pw)
-            try:
-                src.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
-            except OSError:
-                pass
-
-
-def _grow_unix_sndbuf(fd: int) -> None:
-    """A Unix socket's send buffer is fixed (wmem_default, ~208 KiB: a wake-up for every
-    208 KiB forwarded); ask for PIPE_SIZE, within net.core.wmem_max. TCP sockets are
-    left alone: setting SO_SNDBUF would turn their autotuning off."""
-    sock = socket.socket(fileno=os.dup(fd))
-    try:
-        if sock.family == socket.AF_UNIX and sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) < 2 * PIPE_SIZE:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * PIPE_SIZE)
-    except OSError:
-        pass
-    finally:
-        sock.close()
-
-
-async def _wait(loop: asyncio.AbstractEventLoop, fd: int, writable: bool, timeout: float,
-                timeout_message: str | None) -> bool:
-    """Wait until fd is readable/writable: True; on timeout raise TimeoutError with
-    timeout_message, or return False if it is None."""
-    fut = loop.create_future()
-
-    def ready() -> None:
-        if not fut.done():
-            fut.set_result(None)
-
-    (loop.add_writer if writable else loop.add_reader)(fd, ready)
-    try:
-        async with asyncio.timeout(timeout):
-            await fut
-        return True
-    except TimeoutError:
-        if timeout_message is None:
-            return False
-        raise OSError(errno.ETIMEDOUT, timeout_message) from None
-    finally:
-        (loop.remove_writer if writable else loop.remove_reader)(fd)
+            await splice.forward(src, dst, remaining, idle_timeout=self.idle_timeout, write_timeout=timeout,
+                                 write_timeout_message=late, on_moved=moved)
+        except splice.SourceFailed as exc:
+            if exc.reason == "stalled":
+                log.info("closing a connection whose upload body stalled for %.0f s (%d of %d bytes)",
+                         self.idle_timeout, self.moved, self.size)
+                raise self._client_failed(f"the body stalled for {self.idle_timeout:.0f} s after "
+                                          f"{self.moved} of {self.size} bytes") from None
+            if exc.reason == "broke":
+                raise self._client_failed(f"the client's connection broke after {self.moved} of "
+                                          f"{self.size} bytes ({exc.detail})") from None
+            raise self._client_failed(f"the client closed the connection after {self.moved} of "
+                                      f"{self.size} bytes") from None

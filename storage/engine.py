@@ -53,12 +53,31 @@ class RawBody(abc.ABC):
     size: int  # the exact number of bytes send_to moves
 
     @abc.abstractmethod
-    async def send_to(self, fd: int, *, timeout: float) -> None:
+    async def send_to(self, fd: int, *, timeout: float | None) -> None:
         """Move all `size` bytes into the connected stream socket `fd`, which the caller
         owns and must not write to meanwhile (its own buffered writes flushed first).
         Waits at most `timeout` s each time the socket is full. Raises if the body ends
         short, stalls or a socket breaks: part of it may have been sent, so the caller
         must then abandon that connection."""
+
+
+class SocketSource(RawBody):
+    """A run of a file's bytes waiting in an open stream socket of the engine's -- the
+    body of an upstream HTTP response, its head already read and checked -- for
+    zero-copy serving (StorageEngine.file_socket): `size` bytes, which send_to moves
+    into the client's socket (with splice(2)). The caller either calls send_to once or
+    just close()s it; send_to closes it too.
+
+    send_to(fd, timeout=...) waits at most `timeout` s (None: without limit) each time
+    the client's socket is full, and at most the engine's own timeout for the source
+    to deliver. A source that ends short, breaks or stalls raises EngineError /
+    EngineUnavailable / EngineTimeout; a failed write to fd (the client went away)
+    raises ConnectionError. Either way the client's connection is out of step: the
+    caller must close it."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the source (idempotent)."""
 
 
 @dataclass(slots=True)
@@ -173,6 +192,15 @@ class StorageEngine(abc.ABC):
         The iterator owns the files it opens: a segment's file is valid until the next
         one is asked for, and closing the iterator (aclose) closes the last one. A missing
         or damaged block raises as get_block would, when its segment is reached."""
+        return None
+
+    async def file_socket(self, node: unixfs.Node, start: int, end: int) -> SocketSource | None:
+        """Optional: bytes [start, end) of the UnixFS file `node` as a SocketSource (an open
+        socket positioned at them), so the gateway can splice them into the client's socket
+        with no copy through Python. None (the default, or when the engine cannot offer it
+        for this read) means: use file_segments or cat(). Raises as cat() would when the
+        content is missing (BlockNotFound) or the engine is down, before any byte is sent.
+        The gateway asks only for a single run of bytes to a plain (non-TLS) connection."""
         return None
 
     async def stat(self, cid: CID) -> unixfs.Node:

@@ -7,8 +7,11 @@ ever reaching the network.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import json
+import logging
+import re
 import secrets
 import socket
 import time
@@ -20,6 +23,7 @@ import aiohttp.payload
 
 from outbound.multiaddr import multiaddr_to_http
 
+from . import splice, unixfs
 from .cid import CID, CODEC_NAMES
 from .car import InvalidCAR
 from .car_import import check_car
@@ -35,8 +39,11 @@ from .engine import (
     InvalidContent,
     PinInfo,
     RepoStat,
+    SocketSource,
     StorageEngine,
 )
+
+log = logging.getLogger("hearth.kubo")
 
 _NOT_FOUND_MARKERS = ("not found", "no link named", "block was not found locally", "ipld: could not find")
 
@@ -55,6 +62,12 @@ STREAM_LOWAT = 256 * 1024
 # which spends noticeably less CPU per GiB than its RPC `cat`. After the gateway
 # could not be reached, it is left alone for this long before it is tried again.
 GATEWAY_RETRY_SECS = 30.0
+# A file response's bytes from Kubo's gateway, when the client's connection is a plain
+# socket, go from Kubo's socket to the client's with splice(2) (file_socket): the node
+# speaks HTTP/1.0 to the gateway itself, reads the response head, and hands the socket
+# over positioned at the body. Heads and error bodies it reads are at most this long.
+GATEWAY_HEAD_MAX = 64 * 1024
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 # pin origins: how long Kubo may spend dialing the peers a pin request names
 ORIGIN_CONNECT_TIMEOUT = 15.0
 
@@ -161,6 +174,9 @@ class KuboEngine(StorageEngine):
         self._gw_url: str | None = None
         self._gw_retry_at = float("inf")
         self._gw_lock = asyncio.Lock()
+        # spliced downloads (file_socket): sources handed out, bytes they moved
+        self.socket_reads = 0
+        self.socket_bytes = 0
 
     def _sessions(self, unix_path: str | None) -> tuple[aiohttp.ClientSession, aiohttp.ClientSession]:
         def connector(**kw) -> aiohttp.BaseConnector:
@@ -409,12 +425,185 @@ class KuboEngine(StorageEngine):
             body = b""
         finally:
             resp.release()
-        text = body.decode("utf-8", "replace").lower()
-        if self.offline_reads and (resp.status in (404, 410) or any(m in text for m in _NOT_FOUND_MARKERS)):
-            raise BlockNotFound(cid)
-        if resp.status == 504 and not self.offline_reads:
-            raise EngineTimeout(f"retrieving {cid} timed out")
+        refusal = self._gateway_refusal(resp.status, body, cid)
+        if refusal is not None:
+            raise refusal
         return None  # anything else: let the RPC cat give the canonical answer
+
+    def _gateway_refusal(self, status: int, body: bytes, cid: CID) -> Exception | None:
+        """What a gateway answer other than the bytes asked for means: missing content
+        (local reads), a retrieval timeout (network reads), or None: ask the RPC cat."""
+        text = body.decode("utf-8", "replace").lower()
+        if self.offline_reads and (status in (404, 410) or any(m in text for m in _NOT_FOUND_MARKERS)):
+            return BlockNotFound(cid)
+        if status == 504 and not self.offline_reads:
+            return EngineTimeout(f"retrieving {cid} timed out")
+        return None
+
+    # --- spliced file bytes from the gateway (StorageEngine.file_socket) ---------------
+    async def file_socket(self, node: unixfs.Node, start: int, end: int) -> SocketSource | None:
+        """Bytes [start, end) of node's file as the body of Kubo's gateway response, on a
+        connection of its own: `GET /ipfs/{cid}` with the Range cat() would send, over
+        HTTP/1.0 (never chunked). Only for long reads (STREAM_HTTP10_MIN) from a gateway
+        cat() would use (_gateway_url: local reads stay local) over plain HTTP; status and
+        length are checked as _open_gateway does, and the head is read here. None: use
+        cat() (a short read, no gateway, TLS, or a gateway that cannot be reached or
+        answered otherwise -- cat() then gives the canonical answer)."""
+        length = end - start
+        if length < STREAM_HTTP10_MIN or not splice.AVAILABLE:
+            return None
+        base = await self._gateway_url()
+        if base is None:
+            return None
+        url = urlsplit(base)
+        if url.scheme != "http" or not url.hostname:
+            return None  # a gateway behind TLS: cat() reads it with aiohttp
+        cid = node.cid
+        started = time.perf_counter()
+        sock = None
+        try:
+            sock = await self._gateway_connect(url.hostname, url.port or 80)
+            if sock is None:
+                return None
+            request = (f"GET {url.path.rstrip('/')}/ipfs/{cid} HTTP/1.0\r\nHost: {url.netloc}\r\n"
+                       "Accept-Encoding: identity\r\nAccept: application/octet-stream, */*\r\n"
+                       f"Range: bytes={start}-{end - 1}\r\nUser-Agent: hearth\r\n\r\n").encode()
+            await splice.write_all(sock.fileno(), request, timeout=self.timeout,
+                                   timeout_message="Kubo's gateway did not take the request")
+            answer = await self._gateway_head(sock, cid)
+            if answer is None:
+                return None
+            status, headers, rest = answer
+            if status == 206 or (status == 200 and start == 0):
+                framing = (headers.get("transfer-encoding", "identity"), headers.get("content-encoding", "identity"))
+                if any(v.strip().lower() not in ("", "identity") for v in framing):
+                    return None  # not the bytes as they are: cat() decodes them
+                declared = headers.get("content-length", "")
+                if status == 200:
+                    if not (declared.isdigit() and int(declared) >= length):
+                        return None  # as _open_gateway: a whole file shorter than the range
+                else:
+                    m = _CONTENT_RANGE.fullmatch(headers.get("content-range", "").strip())
+                    if (m is None or int(m[1]) != start or int(m[2]) < end - 1
+                            or (declared and not (declared.isdigit() and int(declared) >= length))):
+                        raise EngineError(f"Kubo's gateway answered {headers.get('content-range')!r} "
+                                          f"({declared or 'no'} bytes) for bytes {start}-{end - 1} of {cid}")
+                source = _GatewaySocket(self, sock, rest, length, cid)
+                sock = None  # the source owns it now
+                self.socket_reads += 1
+                return source
+            body = rest
+            if status >= 400:
+                body = await self._gateway_error_body(sock, rest, headers)
+            refusal = self._gateway_refusal(status, body, cid)
+            if refusal is not None:
+                raise refusal
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ETIMEDOUT:
+                raise EngineTimeout(f"Kubo's gateway did not answer for {cid} in time") from None
+            self._gateway_failed()
+            return None
+        finally:
+            if sock is not None:
+                sock.close()
+            self._observe("gateway_socket", time.perf_counter() - started)
+
+    async def _gateway_connect(self, host: str, port: int) -> socket.socket | None:
+        """A non-blocking TCP connection to the gateway (5 s to connect, as the sessions'
+        sock_connect), or None if it cannot be reached (then left alone for a while)."""
+        loop = asyncio.get_running_loop()
+        try:
+            ip = ipaddress.ip_address(host)
+            targets = [(socket.AF_INET if ip.version == 4 else socket.AF_INET6, (host, port))]
+        except ValueError:
+            try:
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except OSError:
+                self._gateway_failed()
+                return None
+            targets = [(family, addr) for family, _t, _p, _c, addr in infos]
+        for family, addr in targets:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                async with asyncio.timeout(5):
+                    await loop.sock_connect(sock, addr)
+                return sock
+            except TimeoutError:
+                sock.close()
+                raise EngineTimeout("Kubo's gateway did not accept a connection in time") from None
+            except OSError:
+                sock.close()
+            except BaseException:
+                sock.close()
+                raise
+        self._gateway_failed()
+        return None
+
+    async def _gateway_head(self, sock: socket.socket, cid: CID) -> tuple[int, dict[str, str], bytes] | None:
+        """(status, headers with lower-case names, body bytes read along with the head),
+        or None (the gateway is then left alone for a while) if the connection closed or
+        broke before a well-formed head arrived. Waits at most self.timeout for each read."""
+        loop = asyncio.get_running_loop()
+        buf = b""
+        while True:
+            try:
+                chunk = sock.recv(GATEWAY_HEAD_MAX)
+            except BlockingIOError:
+                if not await splice.wait_fd(loop, sock.fileno(), False, self.timeout, None):
+                    raise EngineTimeout(f"Kubo's gateway did not answer for {cid} in time") from None
+                continue
+            except ConnectionError:
+                chunk = b""
+            if not chunk:
+                self._gateway_failed()
+                return None
+            buf += chunk
+            i = buf.find(b"\r\n\r\n")
+            if i >= 0:
+                break
+            if len(buf) > GATEWAY_HEAD_MAX:
+                self._gateway_failed()
+                return None
+        lines = buf[:i].decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+            self._gateway_failed()
+            return None
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            name, value = name.strip().lower(), value.strip()
+            if not sep or not name:
+                self._gateway_failed()
+                return None
+            if name in headers and name in ("content-length", "content-range") and headers[name] != value:
+                self._gateway_failed()
+                return None
+            headers[name] = value
+        return int(parts[1]), headers, buf[i + 4:]
+
+    async def _gateway_error_body(self, sock: socket.socket, rest: bytes, headers: dict[str, str]) -> bytes:
+        """The start of an error answer's body (what _gateway_refusal looks at), best effort."""
+        loop = asyncio.get_running_loop()
+        declared = headers.get("content-length", "")
+        want = min(int(declared) if declared.isdigit() else GATEWAY_HEAD_MAX, GATEWAY_HEAD_MAX)
+        body = rest
+        try:
+            while len(body) < want:
+                try:
+                    chunk = sock.recv(want - len(body))
+                except BlockingIOError:
+                    if not await splice.wait_fd(loop, sock.fileno(), False, self.timeout, None):
+                        break
+                    continue
+                if not chunk:
+                    break
+                body += chunk
+        except OSError:
+            pass
+        return body
 
     async def _cat_gateway(self, resp: aiohttp.ClientResponse, cid: CID, offset: int,
                            length: int | None) -> AsyncIterator[bytes]:
@@ -631,6 +820,23 @@ class KuboEngine(StorageEngine):
             out.append(a if "/p2p/" in a else f"{a}/p2p/{peer}")
         return out
 
+    async def routing_get(self, key: str) -> bytes | None:
+        """Kubo's best value for a routing key (`ipfs routing get`), e.g. an IPNS record
+        for "/ipns/k51..."; None if its routing system has none. Unverified: the caller
+        checks it (naming/ipns/system.py)."""
+        try:
+            out = await self._json("routing/get", {"arg": key})
+        except KuboError as exc:
+            if "not found" in str(exc).lower() or "not supported" in str(exc).lower():
+                return None
+            raise
+        import base64
+
+        try:
+            return base64.b64decode((out or {}).get("Extra") or "", validate=True) or None
+        except ValueError:
+            raise EngineError(f"Kubo's routing get of {key} answered something that is not base64") from None
+
     async def connect(self, multiaddr: str) -> None:
         try:
             await self._json("swarm/connect", {"arg": multiaddr}, timeout=ORIGIN_CONNECT_TIMEOUT)
@@ -653,6 +859,52 @@ class KuboEngine(StorageEngine):
         for r in results:
             if isinstance(r, EngineUnavailable):
                 raise r
+
+
+class _GatewaySocket(SocketSource):
+    """The body of a Kubo gateway response on a connection of the engine's own
+    (file_socket): `size` bytes, the first of which may already have been read along
+    with the head (`prefix`)."""
+
+    def __init__(self, engine: KuboEngine, sock: socket.socket, prefix: bytes, size: int, cid: CID):
+        self._engine, self._sock, self._prefix, self.size, self._cid = engine, sock, prefix[:size], size, cid
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    async def send_to(self, fd: int, *, timeout: float | None = None) -> None:
+        if self._sock is None:
+            raise RuntimeError("a gateway socket source can be sent only once")
+        engine, sock, size = self._engine, self._sock, self.size
+        late = "the client did not take the download in time"
+        moved = 0
+
+        def count(n: int) -> None:
+            nonlocal moved
+            moved += n
+
+        try:
+            await splice.write_all(fd, self._prefix, timeout=timeout, timeout_message=late)
+            moved = len(self._prefix)
+            # local reads: Kubo has every block, wake up once per STREAM_LOWAT; network
+            # reads may trickle in from peers (and must not look stalled meanwhile)
+            await splice.forward(sock, fd, size - moved, idle_timeout=engine.timeout, write_timeout=timeout,
+                                 write_timeout_message=late, lowat=STREAM_LOWAT if engine.offline_reads else 1,
+                                 on_moved=count)
+        except splice.SourceFailed as exc:
+            what = f"stalled for {engine.timeout:.0f} s" if exc.reason == "stalled" else exc.reason
+            message = f"Kubo's gateway stream of {self._cid} {what} after {moved} of {size} bytes"
+            log.warning("%s: the client's connection is cut", message)
+            if exc.reason == "stalled":
+                raise EngineTimeout(message) from None
+            if exc.reason == "broke":
+                raise EngineUnavailable(message) from None
+            raise EngineError(message) from None
+        finally:
+            engine.socket_bytes += moved
+            self.close()
 
 
 def _set_lowat(resp: aiohttp.ClientResponse, nbytes: int) -> None:

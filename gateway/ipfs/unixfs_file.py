@@ -1,8 +1,11 @@
 """Deserialized UnixFS files: Content-Type, ranges (one, or several as
 multipart/byteranges: byteranges.py), and bodies sent from memory, streamed
-from the engine's cat(), or -- when the engine offers file_segments (the
-embedded engine with verify_on_read = "never") -- written with sendfile
-straight from its block files, with no copy through Python.
+from the engine's cat(), or with no copy through Python: when the engine offers
+file_segments (the embedded engine with verify_on_read = "never"), written with
+sendfile straight from its block files; when it offers file_socket (the Kubo
+engine reading from Kubo's gateway over plain HTTP), spliced from Kubo's socket
+into the client's (one run of bytes -- a whole file or a single range -- to a
+plain, uncompressed connection; several ranges keep the other paths).
 
 Every GET/HEAD of a file goes through one plan (byteranges.plan): whole body,
 one range or several, so HEAD, ranges and multi-range share the code path;
@@ -16,9 +19,9 @@ import socket
 
 from aiohttp import web
 
-from storage import unixfs
+from storage import splice, unixfs
 from storage.cid import RAW
-from storage.engine import EngineError, FileSegment, StorageEngine
+from storage.engine import EngineError, FileSegment, SocketSource, StorageEngine
 
 from ..cache import ResponseCache
 from . import byteranges, mime
@@ -88,6 +91,8 @@ async def serve(req: GatewayRequest, resolved: unixfs.Resolved, get_block, engin
 
 # as aiohttp's FileResponse: AIOHTTP_NOSENDFILE=1 turns sendfile off (the bytes are then copied)
 SENDFILE = not os.environ.get("AIOHTTP_NOSENDFILE")
+# splice(2) from an engine's socket (file_socket) where the system has it
+SPLICE = splice.AVAILABLE
 COPY_CHUNK = 256 * 1024
 
 
@@ -106,6 +111,11 @@ async def send_plan(request: web.Request, headers: dict, plan: byteranges.BodyPl
     line. The first piece of the first part is read before the status is committed, so
     a missing block or a dead engine still becomes a proper error response; after that
     the only honest signal left is a short body (the connection is closed)."""
+    if len(plan.parts) == 1 and SPLICE and _plain_socket(request.transport) is not None:
+        part = plan.parts[0]
+        source = await engine.file_socket(node, part.start, part.end)  # raises before the status, as cat()
+        if source is not None:
+            return await _send_spliced(request, headers, plan, source, node, engine)
     it = _pieces(engine, node, plan.parts[0].start, plan.parts[0].end)
     body = None
     try:
@@ -141,9 +151,54 @@ async def send_plan(request: web.Request, headers: dict, plan: byteranges.BodyPl
     return resp
 
 
+async def _send_spliced(request: web.Request, headers: dict, plan: byteranges.BodyPlan, source: SocketSource,
+                        node: unixfs.Node, engine: StorageEngine) -> web.StreamResponse:
+    """A one-part plan whose bytes wait in the engine's socket: the head through aiohttp,
+    then the body spliced into the client's socket. The engine has already answered for
+    those bytes (status and length checked), so errors before the head are proper error
+    responses; after it, an engine that fails (short body, stall, broken connection) or
+    a client that goes away ends the connection short, as in send_plan."""
+    part = plan.parts[0]
+    body = None
+    try:
+        resp = web.StreamResponse(status=plan.status, headers=headers)
+        writer = await resp.prepare(request)
+        body = _Body(request, resp, writer)
+        try:
+            if body.fd is not None:
+                await body.splice(source)
+            else:  # the response is compressed after all: its bytes must go through aiohttp
+                source.close()
+                async for chunk in engine.cat(node.cid, part.start, part.end - part.start):
+                    await body.send(chunk)
+        except ConnectionError:
+            _close(request)  # the client went away: make sure the error middleware sees it gone
+            raise
+        except Exception:
+            _close(request)  # headers are gone: end the body short
+            raise
+    finally:
+        source.close()
+        if body is not None:
+            body.close()
+    await resp.write_eof()
+    return resp
+
+
 def _close(request: web.Request) -> None:
     if request.transport is not None:
         request.transport.close()
+
+
+def _plain_socket(transport) -> socket.socket | None:
+    """The connection's socket if it is a plain TCP or Unix stream socket (not TLS)."""
+    if (transport is None or transport.is_closing() or transport.get_extra_info("sslcontext") is not None
+            or transport.get_extra_info("ssl_object") is not None):
+        return None
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
+        return None
+    return sock
 
 
 class _Body:
@@ -160,18 +215,17 @@ class _Body:
     after a write that could not go out at once (the socket was full), the next
     segment goes through loop.sendfile, which waits for that buffer to drain.
     Otherwise (TLS, another kind of transport, AIOHTTP_NOSENDFILE) loop.sendfile, or a
-    copy, as aiohttp's FileResponse does."""
+    copy, as aiohttp's FileResponse does. An engine's socket (splice) is moved into the
+    same duplicate descriptor."""
 
     def __init__(self, request: web.Request, resp: web.StreamResponse, writer):
         self.loop = asyncio.get_running_loop()
         self.transport = request.transport
         self.resp, self.writer = resp, writer
         self.fd: int | None = None
-        t = self.transport
-        if (SENDFILE and not resp.compression and t is not None and t.get_extra_info("sslcontext") is None
-                and t.get_extra_info("ssl_object") is None):
-            sock = t.get_extra_info("socket")
-            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
+        if (SENDFILE or SPLICE) and not resp.compression:
+            sock = _plain_socket(self.transport)
+            if sock is not None:
                 self.fd = os.dup(sock.fileno())
 
     def close(self) -> None:
@@ -207,6 +261,22 @@ class _Body:
             self.writer.length -= sent
         if sent != piece.length:
             raise EngineError(f"a block file ended {piece.length - sent} bytes early while being sent")
+
+    async def splice(self, source: SocketSource) -> None:
+        """All of source's bytes into the client's socket (self.fd), in the kernel, once
+        what aiohttp has written (the head) is out. Waits without limit while the client
+        is slow to read, as aiohttp's own writes and sendfile do; the engine bounds its
+        side (its timeout)."""
+        t = self.transport
+        while t.get_write_buffer_size() and not t.is_closing():
+            await asyncio.sleep(0.001)  # the head is still in the transport's buffer
+        if t.is_closing():
+            raise ConnectionResetError("client disconnected")
+        await source.send_to(self.fd, timeout=None)
+        # bytes aiohttp's writer did not see: keep its count (/metrics) and its length in step
+        self.writer.output_size += source.size
+        if self.writer.length is not None:
+            self.writer.length -= source.size
 
     async def _sendfile_direct(self, piece: FileSegment) -> int:
         src, offset, left = piece.file.fileno(), piece.offset, piece.length
