@@ -4,6 +4,8 @@
 #   - Kubo (built from its Go module, cached in ~/.cache/hearth/tools)
 #   - for the browser tests: Debian's chromium (apt, when root) and npm
 #     playwright-core (cached in ~/.cache/hearth/pwcore)
+#   - for the HTTP-only IPFS client test: Node 22 and npm @helia/verified-fetch (cached in
+#     ~/.cache/hearth/verified-fetch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,5 +61,24 @@ if [ ! -f "$PW/node_modules/playwright-core/package.json" ] && command -v npm >/
   [ -f "$PW/package.json" ] || echo '{"name": "hearth-pwcore", "private": true}' > "$PW/package.json"
   npm install --prefix "$PW" --no-audit --no-fund --loglevel=error playwright-core@1.65.1 >/dev/null 2>&1 \
     || echo "could not install playwright-core: browser tests will be skipped" >&2
+fi
+
+# The HTTP-only IPFS client test (tests/test_verified_fetch.py): npm @helia/verified-fetch and
+# the HTTP-only Helia stack, run with a Node 22 binary that comes from the npm registry too
+# (verified-fetch 8 needs Node >= 22). Cached in ~/.cache/hearth/verified-fetch, never in the
+# repo; the stamp holds the pins, so changing one reinstalls. Without it that test is skipped.
+VF="${HEARTH_VERIFIED_FETCH_DIR:-$HOME/.cache/hearth/verified-fetch}"
+VF_PKGS="node@22.23.3 @helia/verified-fetch@8.0.4 @helia/http@4.0.7 helia@7.1.15 @multiformats/dns@1.0.15"
+if [ "$(cat "$VF/.hearth-installed" 2>/dev/null)" != "$VF_PKGS" ] && command -v npm >/dev/null; then
+  echo "installing npm $VF_PKGS into $VF (first run only)..." >&2
+  mkdir -p "$VF"
+  echo '{"name": "hearth-verified-fetch", "private": true, "type": "module"}' > "$VF/package.json"
+  # shellcheck disable=SC2086
+  if npm install --prefix "$VF" --save-exact --no-audit --no-fund --loglevel=error $VF_PKGS >/dev/null 2>&1 \
+      && "$VF/node_modules/.bin/node" -e 'process.exit(parseInt(process.versions.node) >= 22 ? 0 : 1)'; then
+    echo "$VF_PKGS" > "$VF/.hearth-installed"
+  else
+    echo "could not install verified-fetch and Node 22: its test will be skipped" >&2
+  fi
 fi
 echo "test dependencies ready: $(.venv/bin/python --version), $("$KUBO" version)" >&2
