@@ -58,7 +58,7 @@ async def test_ipns_paths(node_factory, engine):
     assert (await node.head("/ipns/test-file")).status == 200
     for path, status, code in (("/ipns/test-nothing", 404, "name_not_found"), ("/ipns/test-down", 502, "name_unavailable"),
                                ("/ipns/test-loop", 400, "invalid_name"), ("/ipns/test-bad", 400, "invalid_name"),
-                               ("/ipns/nope.example", 400, "invalid_name")):
+                               ("/ipns/not%20a%20name", 400, "invalid_name")):
         resp = await node.get(path)
         body = await resp.json()
         assert resp.status == status and body["error"]["code"] == code, (path, body)
