@@ -8,26 +8,29 @@ import time
 
 from aiohttp import web
 
+from identity.keyring import keyring_for
 from outbound import GuardedClient
 from naming import Resolver
+from naming.dnslink import DNSLink
 from storage.collector import GarbageCollector
 from storage.engine import EngineError, StorageEngine
 from storage.metadata import MetadataStore
 from storage.pin_worker import PinWorker
 from storage.reconcile import Reconciler
 
-from . import content_api, operator_api, ops, psa
+from . import content_api, names_api, operator_api, ops, origins, psa, routing_api
 from .cache import ResponseCache, SharedGeneration
 from .config import Config, ConfigError
 from .cors import cors_middleware
 from .errors import error_middleware, quiet_client_faults
 from .ipfs.handler import handle_ipfs, handle_ipfs_options, handle_ipfs_root, handle_ipns
 from .data_dir import operator_key
-from .keys import (CACHE, COLLECTOR, CONFIG, ENGINE, LEADERSHIP, METRICS, METRICS_SHARE, NAMES, OPERATOR_KEY,
-                   PIN_WORKER, RECONCILED, SCRUBBER, STORE, UPLOAD_SLOTS)
+from .keys import (CACHE, COLLECTOR, CONFIG, ENGINE, IPNS, KEYSTORE, LEADERSHIP, METRICS, METRICS_SHARE, NAMES,
+                   OPERATOR_KEY, PIN_WORKER, RECONCILED, REPUBLISHER, SCRUBBER, STORE, UPLOAD_SLOTS)
 from .metrics import Metrics, metrics_middleware
+from .origins import OriginApplication, origin_answers
 from .workers import Leadership, MetricsShare
-from .peer_id import node_peer_id, own_delegate
+from .peer_id import node_peer_id, own_delegate, peer_seed
 
 log = logging.getLogger("hearth")
 
@@ -40,7 +43,7 @@ def make_engine(config: Config, metrics: Metrics, workers: int = 1) -> StorageEn
 
         return KuboEngine(storage["kubo_api"], timeout=storage["kubo_timeout"], offline_reads=local,
                           retrieval_timeout=config["gateway"]["retrieval_timeout"], observe=metrics.observe_engine,
-                          gateway=storage["kubo_gateway"], pin_name=f"hearth-{node_peer_id(config.data_dir)}")
+                          gateway=storage["kubo_gateway"], pin_name=f"hearth-{node_peer_id(config.data_dir, keyring_for(config))}")
     from storage.embedded import EmbeddedEngine
     from storage.embedded.importer import IMPORT_BUDGET
 
@@ -69,7 +72,7 @@ def public_multiaddr(config: Config) -> str:
     host:port, with the node's peer ID: see peer_id.py)."""
     server = config["server"]
     try:
-        return own_delegate(server, config.data_dir)
+        return own_delegate(server, config.data_dir, keyring_for(config))
     except ValueError:
         raise ConfigError(f"[server] public_url must be an http(s) URL, got {server['public_url']!r}") from None
 
@@ -160,6 +163,22 @@ def register_service_metrics(app: web.Application) -> None:
     m.add_collector(collect)
 
 
+def setup_ipns(app: web.Application, config: Config) -> None:
+    """IPNS: the name system (resolver and routing API), the node's keys, the republisher."""
+    from naming.ipns.keystore import Keystore
+    from naming.ipns.republisher import Republisher
+    from naming.ipns.system import IpnsNameSystem
+
+    ipns = config["ipns"]
+    keyring = keyring_for(config)
+    app[IPNS] = IpnsNameSystem(app[STORE], app[ENGINE])
+    app[NAMES].add(app[IPNS])
+    app[KEYSTORE] = Keystore(app[STORE], keyring, functools.partial(peer_seed, config.data_dir, keyring),
+                             lifetime=ipns["lifetime"], ttl=ipns["ttl"])
+    app[REPUBLISHER] = Republisher(app[STORE], app[KEYSTORE], poll=ipns["republish_poll"])
+    app[KEYSTORE].on_published = app[REPUBLISHER].wake
+
+
 def create_app(config: Config, engine: StorageEngine | None = None, *, background: bool = True,
                workers: int = 1) -> web.Application:
     """background=False: no background services but the start-up reconciliation (for
@@ -167,12 +186,13 @@ def create_app(config: Config, engine: StorageEngine | None = None, *, backgroun
     workers: how many server processes serve this node (gateway/workers.py)."""
     metrics = Metrics()
     quiet_client_faults()  # aiohttp logs malformed requests and disconnects as errors: debug lines instead
-    app = web.Application(
-        middlewares=[metrics_middleware(metrics), cors_middleware, error_middleware],
+    app = OriginApplication(  # Host routing before URL dispatch: subdomain and DNSLink gateways (origins.py)
+        middlewares=[metrics_middleware(metrics), cors_middleware, error_middleware, origin_answers],
         client_max_size=1024**2,  # only for bodies read whole (JSON); uploads stream
     )
     app[CONFIG] = config
     app[METRICS] = metrics
+    origins.setup(app, config)
     run_dir = config.data_dir / "run"  # what the node's processes share besides the data
     app[CACHE] = ResponseCache(config["gateway"]["cache_bytes"], config["gateway"]["cache_max_item"],
                                SharedGeneration(run_dir / "cache.generation"))
@@ -191,6 +211,8 @@ def create_app(config: Config, engine: StorageEngine | None = None, *, backgroun
     app[RECONCILED] = Reconciler(app[STORE], app[ENGINE], app[PIN_WORKER], report_path=run_dir / "reconcile.json")
     app[OPERATOR_KEY] = operator_key(config.data_dir)
     app[NAMES] = Resolver()  # name systems register here (IPNS, DNSLink...)
+    app[NAMES].add(DNSLink.from_config(config["dns"], config["outbound"]))
+    setup_ipns(app, config)
     # a damaged block must not be served from memory either
     app[SCRUBBER] = make_scrubber(config, app[ENGINE], on_corrupt=lambda _report: app[CACHE].invalidate_everywhere())
 
@@ -216,6 +238,7 @@ def create_app(config: Config, engine: StorageEngine | None = None, *, backgroun
         if it gets the lead (gateway/workers.py). The reconciliation comes first, and a
         process that leads from the start runs it before it accepts requests."""
         services = [app[RECONCILED], app[PIN_WORKER], app[COLLECTOR]] + ([app[SCRUBBER]] if app[SCRUBBER] else [])
+        services.append(app[REPUBLISHER])  # keeps the node's own IPNS records from expiring
 
         async def start():
             for service in services:
@@ -236,7 +259,12 @@ def create_app(config: Config, engine: StorageEngine | None = None, *, backgroun
         yield
         await app[METRICS_SHARE].stop()
 
+    async def names_ctx(app: web.Application):
+        yield
+        await app[NAMES].close()
+
     app.cleanup_ctx.append(store_ctx)
+    app.cleanup_ctx.append(names_ctx)
     app.cleanup_ctx.append(engine_ctx)
     app.cleanup_ctx.append(services_ctx if background else reconcile_ctx)
     if workers > 1:
@@ -253,6 +281,8 @@ def create_app(config: Config, engine: StorageEngine | None = None, *, backgroun
     app.router.add_get("/ipns/{name}/{path:.*}", handle_ipns)
     app.router.add_route("OPTIONS", "/ipns/{tail:.*}", handle_ipfs_options)
     psa.setup(app)
+    routing_api.setup(app, node_peer_id(config.data_dir, keyring_for(config)))
+    names_api.setup(app)
     register_service_metrics(app)
     register_scrub_metrics(app)
     return app

@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify = rsub.add_parser("verify", help="check every block of every live record and pin request "
                                             "(present, and hashing to its CID); exit 1 if any is not")
     _common(verify)
+    from .cli_ipns import add_parsers as add_ipns_parsers
+
+    add_ipns_parsers(sub, _common)  # hearth key gen|list, hearth name publish
     return parser
 
 
@@ -149,6 +152,8 @@ def cmd_serve(config: Config, args) -> int:
             log.info("Hearth stopped")
             return code
         # one server process: the whole node, or one worker of several (limits shared out)
+        from identity.keyring import KeyringError
+
         from .app import create_app
         from .server import Limits, fit_connections_to_fd_limit, serve
 
@@ -172,6 +177,10 @@ def cmd_serve(config: Config, args) -> int:
                                  on_listening=listening, reuse_port=worker is not None, worker=worker is not None))
         except OSError as exc:
             log.error("cannot serve on %s:%s: %s", host, port, exc.strerror or exc)
+            return 1
+        except KeyringError as exc:  # the node's sealed keys do not open: say why, no traceback
+            log.error("%s; set HEARTH_KEY_PASSPHRASE or [server] key_passphrase_file to the passphrase that "
+                      "sealed them", exc)
             return 1
         if worker is None:
             log.info("Hearth stopped")
@@ -352,6 +361,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_gc(args, config)
     if args.command == "repo":
         return cmd_repo(args, config)
+    if args.command in ("key", "name"):
+        from .cli_ipns import run as run_ipns
+
+        return run_ipns(args, config)
     return cmd_serve(config, args)
 
 

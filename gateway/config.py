@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import ipaddress
+import json
 import os
 import tomllib
 from dataclasses import dataclass
@@ -11,15 +13,28 @@ from typing import Any
 DEFAULTS: dict[str, dict[str, Any]] = {
     "server": {"host": "127.0.0.1", "port": 8787, "data_dir": "~/.hearth", "log_level": "info", "public_url": "",
                "header_timeout": 10, "body_idle_timeout": 30, "keepalive_timeout": 15, "max_connections": 1000, "workers": 0,
-               "event_loop": "uvloop"},
+               "event_loop": "uvloop",
+               # the passphrase that seals private keys at rest (identity/keyring.py): $HEARTH_KEY_PASSPHRASE,
+               # else this file's first line, else a generated <data_dir>/keystore.passphrase
+               "key_passphrase_file": ""},
     "storage": {"engine": "embedded", "kubo_api": "http://127.0.0.1:5001", "kubo_timeout": 60,
                 "kubo_gateway": "", "max_upload_bytes": 10 * 1024**3, "max_concurrent_uploads": 128,
                 "max_bytes": 10_000_000_000, "gc_watermark": 90, "gc_period": 3600, "fetch_gateways": [],
                 "verify_on_read": "never", "scrub_rate": 8 * 1024**2},
-    "gateway": {"serve": "local", "retrieval_timeout": 30, "cache_bytes": 64 * 1024**2, "cache_max_item": 1024**2},
+    "gateway": {"serve": "local", "retrieval_timeout": 30, "cache_bytes": 64 * 1024**2, "cache_max_item": 1024**2,
+                # origins (gateway/origins.py): public gateway domains, as Kubo's Gateway.PublicGateways
+                # (`localhost` built in, with subdomains), Kubo's Gateway.DeserializedResponses and
+                # !NoDNSLink, and the CSP sandbox of the path gateway
+                "domains": {}, "deserialized_responses": True, "dnslink_hosts": True, "sandbox_path_gateway": True},
     "outbound": {"allow_http": False, "allow_private": False, "timeout": 30, "max_response_bytes": 10 * 1024**2},
     "auth": {"anonymous_uploads": False},
     "pinning": {"workers": 4, "pin_timeout": 600},
+    # IPNS (naming/ipns/): defaults of published records (seconds), how often the leader looks for
+    # records to sign again, and PUT /routing/v1/ipns records accepted per minute per client address
+    "ipns": {"lifetime": 48 * 3600, "ttl": 300, "republish_poll": 60, "put_per_minute": 60},
+    # DNSLink (naming/dnslink.py): per-suffix DNS servers as Kubo's DNS.Resolvers, a static
+    # map for air-gapped nodes, TTL bounds (seconds) and the per-query timeout
+    "dns": {"resolvers": {}, "static": {}, "min_ttl": 10, "max_ttl": 3600, "negative_ttl": 10, "timeout": 5},
 }
 
 CHOICES = {("server", "event_loop"): {"uvloop", "asyncio"}, ("storage", "engine"): {"embedded", "kubo"}, ("gateway", "serve"): {"local", "network"},
@@ -30,15 +45,105 @@ CHOICES = {("server", "event_loop"): {"uvloop", "asyncio"}, ("storage", "engine"
 # integer keys with a range beyond "not negative"
 BOUNDS = {("storage", "gc_watermark"): (1, 100), ("server", "port"): (0, 65535),
           ("server", "max_connections"): (1, None), ("storage", "max_concurrent_uploads"): (1, None),
-          ("server", "header_timeout"): (1, None), ("server", "body_idle_timeout"): (1, None)}
+          ("server", "header_timeout"): (1, None), ("server", "body_idle_timeout"): (1, None),
+          ("dns", "timeout"): (1, None), ("ipns", "lifetime"): (1, 10 * 365 * 86400),
+          ("ipns", "ttl"): (0, 10 * 365 * 86400), ("ipns", "republish_poll"): (1, None),
+          ("ipns", "put_per_minute"): (1, None)}
 
 
 class ConfigError(ValueError):
     pass
 
 
+def _dns_table(which: str):
+    def validate(value: Any) -> dict[str, str]:
+        from naming.dnslink import config_resolvers, config_static
+
+        return (config_resolvers if which == "resolvers" else config_static)(value)
+    return validate
+
+
+# `[gateway.domains."NAME"]`: the keys of one public gateway domain and their defaults (Kubo's
+# Gateway.PublicGateways: Paths, UseSubdomains, InlineDNSLink, DeserializedResponses; None = the
+# `[gateway] deserialized_responses` value). `localhost` is always there, with subdomains on, as
+# Kubo's implicit default; a table naming it replaces it.
+DOMAIN_KEYS: dict[str, Any] = {"paths": ["/ipfs", "/ipns"], "use_subdomains": False, "inline_dnslink": False,
+                               "deserialized_responses": None}
+DEFAULT_DOMAINS = {"localhost": dict(DOMAIN_KEYS, use_subdomains=True)}
+DOMAIN_PATHS = ("/ipfs", "/ipns")
+DEFAULTS["gateway"]["domains"] = copy.deepcopy(DEFAULT_DOMAINS)
+
+
+def gateway_domains(value: Any) -> dict[str, dict[str, Any]]:
+    """Validate `[gateway] domains` (TOML: `[gateway.domains."example.org"]` tables; from the
+    environment, HEARTH_GATEWAY_DOMAINS: a JSON object of the same shape). The result always
+    holds the built-in `localhost` entry unless the value names `localhost` itself."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = json.loads(text) if text else {}
+        except ValueError:
+            raise ValueError('from the environment: a JSON object like {"example.org": {"use_subdomains": true}}, '
+                             f"got {text[:100]!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f'must be a table of domains ([gateway.domains."example.org"] ...), got {value!r:.200}')
+    out = copy.deepcopy(DEFAULT_DOMAINS)
+    for name, entry in value.items():
+        domain = name.strip().lower() if isinstance(name, str) else ""
+        where = f'[gateway.domains."{name}"]'
+        if not _domain_name_ok(domain):
+            raise ValueError(f"{where}: {name!r} is not a domain name (letters, digits and hyphens in dot-separated "
+                             "labels of at most 63; no port, no scheme, no wildcard)")
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where} must be a table of {', '.join(DOMAIN_KEYS)}, got {entry!r:.100}")
+        spec = copy.deepcopy(DOMAIN_KEYS)
+        for key, item in entry.items():
+            if key not in DOMAIN_KEYS:
+                raise ValueError(f"{where}: unknown key {key!r} (known: {', '.join(DOMAIN_KEYS)})")
+            if key == "paths":
+                if not isinstance(item, list) or not all(isinstance(p, str) for p in item):
+                    raise ValueError(f"{where} paths must be a list of path prefixes, got {item!r:.100}")
+                paths = [p.rstrip("/") for p in item]
+                bad = [p for p in paths if p not in DOMAIN_PATHS]
+                if bad:
+                    raise ValueError(f"{where} paths: {bad[0]!r} is not one of {list(DOMAIN_PATHS)}")
+                item = sorted(set(paths), key=paths.index)
+            elif not isinstance(item, bool):
+                raise ValueError(f"{where} {key} must be true or false, got {item!r:.100}")
+            spec[key] = item
+        if spec["use_subdomains"] and _is_ip(domain):
+            raise ValueError(f"{where}: use_subdomains needs a domain name, not an IP address")
+        out[domain] = spec
+    return out
+
+
+def _domain_name_ok(name: str) -> bool:
+    if not name or len(name) > 253:
+        return False
+    return all(0 < len(label) <= 63 and label.isascii() and all(c.isalnum() or c == "-" for c in label)
+               and not label.startswith("-") and not label.endswith("-") for label in name.split("."))
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+# keys whose values are tables, each with its own validator (ValueError -> ConfigError)
+TABLES = {("dns", "resolvers"): _dns_table("resolvers"), ("dns", "static"): _dns_table("static"),
+          ("gateway", "domains"): gateway_domains}
+
+
 def _coerce(section: str, key: str, value: Any, like: Any) -> Any:
     name = f"[{section}] {key}"
+    if (section, key) in TABLES:
+        try:
+            return TABLES[(section, key)](value)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
     if isinstance(like, bool):
         if isinstance(value, bool):
             return value

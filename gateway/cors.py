@@ -1,5 +1,7 @@
 """CORS for the bearer-token API (`/api/v1/...`, `/psa/...`), so a dApp served
-from any origin can call it from a browser with its own token.
+from any origin can call it from a browser with its own token, and for the
+Delegated Routing API (`/routing/v1/...`, public: any page may resolve and put
+IPNS records, whose signatures are their authorization).
 
 * Preflight: `OPTIONS` on an API route answers 204 with
   `Access-Control-Allow-Origin: *`, the route's methods, the requested headers
@@ -19,7 +21,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.web_urldispatcher import MatchInfoError
 
-PREFIXES = ("/api/v1/", "/psa/")
+PREFIXES = ("/api/v1/", "/psa/", "/routing/v1/")  # /routing/v1: the Delegated Routing API's spec asks for CORS
 ALLOWED_HEADERS = ("Authorization", "Content-Type", "Accept", "Accept-Language", "Content-Language", "X-Requested-With")
 EXPOSED_HEADERS = "Content-Length, Content-Type, Location, Retry-After, WWW-Authenticate, Allow"
 MAX_AGE = "7200"  # Chromium caps preflight caching at 2 hours

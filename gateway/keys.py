@@ -28,3 +28,6 @@ SCRUBBER = web.AppKey("scrubber", object)  # storage.embedded.scrubber.Scrubber;
 LEADERSHIP = web.AppKey("leadership", object)  # gateway.workers.Leadership: does this process run the services?
 METRICS_SHARE = web.AppKey("metrics_share", object)  # gateway.workers.MetricsShare, with several workers
 NAMES = web.AppKey("names", Resolver)  # every name system (IPNS, DNSLink...) behind one resolver
+IPNS = web.AppKey("ipns", object)  # naming.ipns.system.IpnsNameSystem (also in NAMES)
+KEYSTORE = web.AppKey("keystore", object)  # naming.ipns.keystore.Keystore: the node's IPNS keys
+REPUBLISHER = web.AppKey("republisher", object)  # naming.ipns.republisher.Republisher (leader only)

@@ -230,11 +230,132 @@ def _gateway_op(summary: str, extra_params: list | None = None, head: bool = Fal
     if named:  # /ipns/{name}: a name instead of a CID, and what a name system may answer
         responses = {**responses, **{k: v for k, v in NAME_RESPONSES.items() if k not in responses or k == "502"},
                      "404": NAME_RESPONSES["404"]}
-        params = [NAME_PARAM] + [p for p in GATEWAY_PARAMS if p is not CID_PARAM]
+        params = [NAME_PARAM] + [_ipns_format(p) for p in GATEWAY_PARAMS if p is not CID_PARAM]
+        responses["301"] = {**responses["301"], "description": responses["301"]["description"] + "; or an IPNS "
+                            "name not in its canonical form (a base58 peer ID, base32...): Location has CIDv1 base36"}
     if head:  # no body, same statuses and headers
         responses = {k: {kk: vv for kk, vv in v.items() if kk != "content"} for k, v in responses.items()}
     return {"summary": summary, "tags": ["gateway"], "parameters": params + (extra_params or []),
             "responses": dict(sorted(responses.items()))}
+
+
+def _ipns_format(param: dict) -> dict:
+    """/ipns/: format=ipns-record (or Accept: application/vnd.ipfs.ipns-record) answers the
+    verified IPNS record itself (no path; 400 for a name that is not a libp2p key)."""
+    if param.get("name") != "format":
+        return param
+    return {**param, "description": param.get("description", "") + "; ipns-record: the name's signed record",
+            "schema": {**param["schema"], "enum": [*param["schema"]["enum"], "ipns-record"]}}
+
+
+# --- IPNS: the Delegated Routing API and the node's keys and names ---------------------------------
+IPNS_NAME_PATTERN = "^[^./]+$"  # a libp2p-key name: a CIDv1 in any multibase (k51...), or a base58 peer ID
+IPNS_NAME_PARAM = {"name": "name", "in": "path", "required": True,
+                   "description": "an IPNS name: a CIDv1 with the libp2p-key codec (canonical: base36 k51...), or a "
+                                  "legacy base58btc peer ID",
+                   "schema": {"type": "string", "pattern": IPNS_NAME_PATTERN,
+                              "example": "k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8"}}
+IPNS_RECORD_BODY = {"application/vnd.ipfs.ipns-record": {"schema": {"type": "string", "format": "binary",
+                                                                    "maxLength": 10240}}}
+RECORD_RULES = ("size, malformed, signature, data, public_key, v1_mismatch, validity, expired, sequence")
+
+
+def _ipns_paths() -> dict:
+    owner = {"name": "owner", "in": "query", "description": "operator.key only: act on this token's keys",
+             "schema": {"type": "string", "minLength": 1}}
+    bad_body = _err("invalid JSON, unknown field, bad key name, type, value, lifetime or ttl")
+    return {
+        "/routing/v1/ipns/{name}": {
+            "parameters": [IPNS_NAME_PARAM],
+            "get": {"summary": "The best valid IPNS record this node has for a name (Delegated Routing V1)",
+                    "description": "With the Kubo engine, a name this node has no record of is asked of Kubo; "
+                                   "every record is verified before it is returned.",
+                    "tags": ["routing"],
+                    "parameters": [{"name": "Accept", "in": "header", "required": True,
+                                    "schema": {"type": "string", "example": "application/vnd.ipfs.ipns-record"}}],
+                    "responses": {
+                        "200": {"description": "the record; Cache-Control max-age from its TTL (60 if 0), never past "
+                                               "its EOL", "headers": {"Etag": {"schema": {"type": "string"}},
+                                                                      "Cache-Control": {"schema": {"type": "string"}}},
+                                "content": IPNS_RECORD_BODY},
+                        "304": {"description": "If-None-Match matched the Etag"},
+                        "400": _err("not an IPNS name"),
+                        "404": _err("no valid record for this name"),
+                        "406": _err("Accept does not include application/vnd.ipfs.ipns-record"),
+                        "502": _err("Kubo could not be asked", RETRY_AFTER),
+                        **_server_errors()}},
+            "put": {"summary": "Keep a signed IPNS record for a name (Delegated Routing V1)",
+                    "description": "The record's signature is its authorization. Refused with 400 and a code naming "
+                                   f"the broken rule, ipns_{{rule}} ({RECORD_RULES}); an older record never replaces "
+                                   "a newer one (ipns_sequence).",
+                    "tags": ["routing"],
+                    "requestBody": {"required": True, "content": IPNS_RECORD_BODY},
+                    "responses": {
+                        "200": _json({"type": "object", "required": ["Name", "Sequence", "Outcome"], "properties": {
+                            "Name": {"type": "string"}, "Sequence": {"type": "integer", "minimum": 0},
+                            "Outcome": {"type": "string", "enum": ["stored", "unchanged"]}}}, "kept (or already kept)"),
+                        "400": _err("not an IPNS name, or the record breaks a rule (the code names it)"),
+                        "406": _err("Content-Type is not application/vnd.ipfs.ipns-record"),
+                        "429": _err("too many records from this address ([ipns] put_per_minute)", RETRY_AFTER),
+                        **_server_errors()}},
+        },
+        "/routing/v1/providers/{cid}": {
+            "parameters": [CID_PARAM],
+            "get": {"summary": "This node as an HTTP gateway provider of content it has (Delegated Routing V1)",
+                    "tags": ["routing"],
+                    "parameters": [{"name": "Accept", "in": "header", "description": "application/x-ndjson: one "
+                                    "provider per line", "schema": {"type": "string"}}],
+                    "responses": {
+                        "200": {"description": "the node: peer schema, its public URL, transport-ipfs-gateway-http",
+                                "content": {"application/json": {"schema": _ref("Providers")},
+                                            "application/x-ndjson": {"schema": {"type": "string"}}}},
+                        "400": _err("invalid CID"),
+                        "404": _err("the node does not have this content"),
+                        **_engine_errors()}},
+        },
+        "/api/v1/keys": {
+            "get": {"summary": "The caller's IPNS keys, with what each has published", "tags": ["names"],
+                    "security": BEARER,
+                    "parameters": [owner, {"name": "all", "in": "query", "description": "operator.key only: 'true' "
+                                           "lists every owner's keys", "schema": {"type": "string"}}],
+                    "responses": {"200": _json({"type": "object", "required": ["keys"], "properties": {
+                        "keys": {"type": "array", "items": _ref("IpnsKey")}}}, "the keys"),
+                        **_auth_errors(), **_server_errors()}},
+            "post": {"summary": "Make an IPNS key owned by the caller", "tags": ["names"], "security": BEARER,
+                     "parameters": [owner],
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                         "type": "object", "required": ["name"], "additionalProperties": False, "properties": {
+                             "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
+                             "type": {"type": "string", "enum": ["ed25519", "rsa", "secp256k1", "ecdsa"],
+                                      "default": "ed25519"},
+                             "size": {"type": "integer", "minimum": 2048, "maximum": 8192,
+                                      "description": "RSA key size in bits"}}}}}},
+                     "responses": {"201": _json(_ref("IpnsKey"), "made"), "400": bad_body, **_auth_errors(),
+                                   "409": _err("the caller has a key of this name"), "413": _err("body over 64 KiB"),
+                                   **_server_errors()}},
+        },
+        "/api/v1/names": {
+            "get": {"summary": "The names the caller's keys have published", "tags": ["names"], "security": BEARER,
+                    "parameters": [owner],
+                    "responses": {"200": _json({"type": "object", "required": ["names"], "properties": {
+                        "names": {"type": "array", "items": _ref("Published")}}}, "the names"),
+                        **_auth_errors(), **_server_errors()}},
+            "post": {"summary": "Publish a content path under one of the caller's keys (a new signed IPNS record)",
+                     "description": "The sequence grows by one when the value changes; the record is valid for "
+                                    "`lifetime` seconds ([ipns] lifetime) and republished before it expires.",
+                     "tags": ["names"], "security": BEARER, "parameters": [owner],
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                         "type": "object", "required": ["value"], "additionalProperties": False, "properties": {
+                             "key": {"type": "string", "default": "self",
+                                     "description": "a key name; self (the node's peer key) for the operator"},
+                             "value": {"type": "string", "example": "/ipfs/bafkqaaa"},
+                             "lifetime": {"type": "integer", "minimum": 1}, "ttl": {"type": "integer", "minimum": 0}}}}}},
+                     "responses": {"200": _json(_ref("Published"), "published"), "400": bad_body, **_auth_errors(),
+                                   "404": _err("the caller has no key of this name"), "413": _err("body over 64 KiB"),
+                                   "500": _err("the key cannot be opened (wrong key passphrase?)"),
+                                   **_server_errors()}},
+        },
+    }
 
 
 def _psa_list_params() -> list[dict]:
@@ -269,6 +390,24 @@ def _schemas() -> dict:
             "type": "object", "required": ["code", "message"],
             "properties": {"code": {"type": "string", "pattern": "^[a-z_]+$"}, "message": {"type": "string"}}}}},
         "ContentRecord": record,
+        "Published": {"type": "object", "required": ["name", "key", "value", "sequence", "validity", "ttl"],
+                      "properties": {"name": {"type": "string", "description": "the IPNS name (k51...)"},
+                                     "key": {"type": "string"}, "value": {"type": "string"},
+                                     "sequence": {"type": "integer", "minimum": 0},
+                                     "validity": {"type": "string", "description": "RFC 3339 EOL"},
+                                     "ttl": {"type": "number", "minimum": 0}}},
+        "IpnsKey": {"type": "object", "required": ["name", "id", "type", "created_at"], "properties": {
+            "name": {"type": "string"}, "id": {"type": "string", "description": "its IPNS name (k51...)"},
+            "type": {"type": "string", "enum": ["ed25519", "rsa", "secp256k1", "ecdsa"]},
+            "created_at": {"type": "string", "format": "date-time"}, "owner": {"type": "string"},
+            "published": {"type": "object", "properties": {
+                "value": {"type": "string"}, "sequence": {"type": "integer"}, "validity": {"type": "string"},
+                "ttl": {"type": "number"}}}}},
+        "Providers": {"type": "object", "required": ["Providers"], "properties": {"Providers": {
+            "type": "array", "items": {"type": "object", "required": ["Schema", "ID"], "properties": {
+                "Schema": {"type": "string"}, "ID": {"type": "string"},
+                "Addrs": {"type": "array", "items": {"type": "string"}},
+                "Protocols": {"type": "array", "items": {"type": "string"}}}}}}},
         "UploadResult": {"allOf": [_ref("ContentRecord"), {"type": "object", "properties": {
             "roots": {"type": "array", "items": cid, "minItems": 1, "description": "a CAR upload's roots"}}}]},
         "ContentPage": {"type": "object", "required": ["results", "next_cursor"], "properties": {
@@ -492,5 +631,6 @@ def openapi_document() -> dict:
                                     "head": _gateway_op("Headers of content a name points to, and a path under it",
                                                         [PATH_PARAM], head=True, named=True)},
             **_psa_paths(),
+            **_ipns_paths(),
         },
     })

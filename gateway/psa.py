@@ -31,6 +31,8 @@ from .auth import authenticate, bearer_token
 from .errors import access_log, client_gone
 from .json_body import BadJSON, parse_json
 from .keys import CONFIG, ENGINE, PIN_WORKER, STORE
+from identity.keyring import keyring_for
+
 from .peer_id import own_delegate
 from storage.pin_worker import PinWorker
 
@@ -337,9 +339,9 @@ class Delegates:
             config = app[CONFIG]
             server = config["server"]
             try:
-                self.own = own_delegate(server, config.data_dir)
+                self.own = own_delegate(server, config.data_dir, keyring_for(config))
             except ValueError:  # a bad public_url: the listen address still names the node
-                self.own = own_delegate({**server, "public_url": ""}, config.data_dir)
+                self.own = own_delegate({**server, "public_url": ""}, config.data_dir, keyring_for(config))
         return [self.own]
 
     async def get(self, app: web.Application) -> list[str]:

@@ -12,6 +12,7 @@ long, never `immutable`.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -77,6 +78,13 @@ def split_value(value: str) -> tuple[str, str, list[str]]:
     return parts[1], parts[2], segments
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse_cid(text: str) -> CID:
+    """CID.parse, memoized (CIDs are immutable): the same values come back on every
+    request for a name, and parsing is most of what a cached resolution costs."""
+    return CID.parse(text)
+
+
 class Resolver:
     def __init__(self, systems: list[NameSystem] | None = None, max_depth: int = MAX_DEPTH):
         self.systems: list[NameSystem] = list(systems or [])
@@ -84,6 +92,13 @@ class Resolver:
 
     def add(self, system: NameSystem) -> None:
         self.systems.append(system)
+
+    async def close(self) -> None:
+        """Release what the systems hold (HTTP sessions...): the app's cleanup."""
+        for system in self.systems:
+            close = getattr(system, "close", None)
+            if close is not None:
+                await close()
 
     def system_for(self, name: str) -> NameSystem:
         for system in self.systems:
@@ -115,7 +130,7 @@ class Resolver:
             tail = sub + tail
             if namespace == "ipfs":
                 try:
-                    cid = CID.parse(root)
+                    cid = _parse_cid(root)
                 except InvalidCID as exc:
                     raise InvalidName(f"{current!r} points to {answer.value[:200]!r}, not a valid CID: {exc}") from None
                 return ResolvedPath(cid, tail, ttl, chain)

@@ -96,6 +96,17 @@ def _b36decode(text: str) -> bytes:
     return b"\0" * pad + body
 
 
+def b36encode(data: bytes) -> str:
+    """Multibase base36 (lower case) without its "k" prefix: leading zero bytes as "0"."""
+    n = int.from_bytes(data, "big")
+    out = []
+    while n:
+        n, r = divmod(n, 36)
+        out.append(_B36[r])
+    pad = len(data) - len(data.lstrip(b"\0"))
+    return "0" * pad + "".join(reversed(out))
+
+
 def _b64decode(text: str, url: bool) -> bytes:
     text = text + "=" * (-len(text) % 4)
     return base64.urlsafe_b64decode(text) if url else base64.b64decode(text, validate=True)
@@ -202,6 +213,11 @@ class CID:
         if self.version == 0:
             return b58encode(self.multihash)
         return "b" + base64.b32encode(self.to_bytes()).decode().lower().rstrip("=")
+
+    def encode_base36(self) -> str:
+        """CIDv1 in multibase base36 ("k..."): what subdomain gateways use where base32
+        would not fit a 63-character DNS label (libp2p keys: k51...)."""
+        return "k" + b36encode(self.v1().to_bytes())
 
     def __str__(self) -> str:
         return self.encode()

@@ -79,6 +79,36 @@ MIGRATIONS: list[list[str]] = [
         # operator tokens may also run gc and read the repo's state (/api/v1/operator/...)
         "ALTER TABLE tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'user' CHECK (scope IN ('user', 'operator'))",
     ],
+    [
+        # IPNS (naming/ipns/store.py keeps the queries): the best verified record per name
+        # (canonical k51... text), from the routing API, the node's own keys, or Kubo
+        """CREATE TABLE ipns_records (
+            name TEXT PRIMARY KEY,
+            record BLOB NOT NULL,
+            sequence INTEGER NOT NULL,
+            eol_ns INTEGER NOT NULL,
+            ttl_ns INTEGER NOT NULL,
+            value TEXT NOT NULL,
+            source TEXT NOT NULL CHECK (source IN ('routing', 'publish', 'republish', 'kubo')),
+            updated_at TEXT NOT NULL
+        )""",
+        # the node's IPNS keys, private halves sealed (identity/keyring.py); owner: the token
+        # name that made it, '@node' for the operator's
+        """CREATE TABLE ipns_keys (
+            id INTEGER PRIMARY KEY,
+            owner TEXT NOT NULL,
+            name TEXT NOT NULL,
+            type TEXT NOT NULL,
+            ipns_name TEXT NOT NULL,
+            public_key BLOB NOT NULL,
+            sealed_private TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            lifetime_s INTEGER,
+            republish_at_ns INTEGER,
+            UNIQUE (owner, name)
+        )""",
+        "CREATE INDEX ipns_keys_republish ON ipns_keys (republish_at_ns)",
+    ],
 ]
 
 
@@ -150,6 +180,8 @@ class MetadataStore:
 
     # --- tokens -----------------------------------------------------------------
     def create_token(self, name: str, scope: str = "user") -> str:
+        if name.startswith("@"):  # reserved for owners that are not tokens ("@node": the operator's IPNS keys)
+            raise ValueError("token names may not start with '@'")
         token = "hearth_" + secrets.token_urlsafe(32)
         with self.transaction():
             if self.db.execute("SELECT 1 FROM tokens WHERE name = ?", [name]).fetchone():

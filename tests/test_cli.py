@@ -62,8 +62,10 @@ def test_serve_upload_and_sigterm(tmp_path, kubo):
     proc = subprocess.Popen([*HEARTH, "serve", "--port", str(port), "--data-dir", d], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        line = proc.stdout.readline()
-        assert f"http://127.0.0.1:{port}" in line, line
+        seen = []  # warnings (e.g. the generated key passphrase, on a new data dir) may come first
+        while not any(f"http://127.0.0.1:{port}" in line for line in seen) and len(seen) < 20:
+            seen.append(proc.stdout.readline())
+        assert any(f"http://127.0.0.1:{port}" in line for line in seen), seen
         req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/content?filename=a.txt", data=b"served",
                                      headers={"Authorization": f"Bearer {token}"}, method="POST")
         with urllib.request.urlopen(req, timeout=10) as resp:

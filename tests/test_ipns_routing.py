@@ -183,7 +183,7 @@ async def test_canonical_name_redirect_and_errors(node_factory):
     for legacy in (name.peer_id, name.peer_id, "b" + __import__("base64").b32encode(
             b"\x01\x72" + name.multihash).decode().lower().rstrip("=")):
         resp = await node.get(f"/ipns/{legacy}/a/b?filename=x.txt", allow_redirects=False)
-        assert resp.status == 301, legacy
+        assert resp.status == 302, legacy  # as Kubo (boxo answers Found)
         assert resp.headers["Location"] == f"/ipns/{name}/a/b?filename=x.txt"
     resp = await node.get(f"/ipns/{name.peer_id}")
     assert resp.status == 200 and await resp.read() == b"by name"

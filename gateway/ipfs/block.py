@@ -6,6 +6,7 @@ from aiohttp import web
 from storage import unixfs
 
 from ..cache import ResponseCache
+from ..content_origin import public_path
 from .headers import GatewayRequest, common_headers, content_disposition, etag_matches, not_modified
 from .unixfs_file import send_bytes
 
@@ -37,4 +38,4 @@ async def serve_codec(req: GatewayRequest, resolved: unixfs.Resolved, cache: Res
 
 def _with_format(req: GatewayRequest, fmt: str) -> str:
     qs = req.request.rel_url.raw_query_string
-    return req.request.rel_url.raw_path + "?" + (qs + "&" if qs else "") + f"format={fmt}"
+    return public_path(req.request) + "?" + (qs + "&" if qs else "") + f"format={fmt}"

@@ -10,6 +10,7 @@ from aiohttp import web
 from storage import unixfs
 from storage.car import encode_block, encode_header
 
+from ..content_origin import public_path
 from ..errors import bad_request
 from .resolve import resolve_path
 from .headers import GatewayRequest, common_headers, content_disposition, etag_matches, not_modified
@@ -67,7 +68,7 @@ async def serve(req: GatewayRequest, get_block) -> web.StreamResponse:
     headers["Accept-Ranges"] = "none"
     if req.format_from_accept:
         qs = req.request.rel_url.raw_query_string
-        headers["Content-Location"] = req.request.rel_url.raw_path + "?" + (qs + "&" if qs else "") + "format=car"
+        headers["Content-Location"] = public_path(req.request) + "?" + (qs + "&" if qs else "") + "format=car"
     if etag_matches(req.request.headers.get("If-None-Match"), headers["Etag"]):
         return not_modified(headers)
     if req.is_head:

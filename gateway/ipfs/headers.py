@@ -8,6 +8,8 @@ from aiohttp import web
 
 from storage.cid import CID
 
+from ..content_origin import content_origin
+
 IMMUTABLE = "public, max-age=29030400, immutable"
 
 # Content-addressed data is public and verifiable: any origin may read it.
@@ -34,6 +36,7 @@ class GatewayRequest:
     download: bool = False
     namespace: str = "ipfs"  # "ipns": root came from a name (root_text), and may change
     ttl: float | None = None  # ipns: seconds the name's answer holds (None: immutable /ipfs/)
+    via_redirects: bool = False  # answered through a `_redirects` rule (redirects.py): never cached by path
 
     @property
     def is_head(self) -> bool:
@@ -84,6 +87,17 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     return False
 
 
+def response_etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """etag_matches, and for a directory listing (`"DirIndex-..._CID-{cid}"`) also the
+    directory's CID as Etag, as boxo: what a client holds from the directory's other
+    forms (its raw block, index.html) still means "not modified"."""
+    if etag_matches(if_none_match, etag):
+        return True
+    if if_none_match and etag.startswith('"DirIndex-') and "_CID-" in etag:
+        return etag_matches(if_none_match, '"' + etag.rsplit("_CID-", 1)[1])
+    return False
+
+
 def not_modified(headers: dict[str, str]) -> web.Response:
     keep = {k: v for k, v in headers.items() if k in ("Etag", "Cache-Control", "X-Ipfs-Path", "X-Ipfs-Roots", "Vary")}
     return web.Response(status=304, headers=keep)
@@ -91,8 +105,19 @@ def not_modified(headers: dict[str, str]) -> web.Response:
 
 def cache_key_for(req: "GatewayRequest | web.Request"):
     """The response-cache key: everything a response depends on (GET and HEAD share it).
-    None for named content (/ipns/): it is not kept (ResponseCache.put ignores None)."""
-    if isinstance(req, GatewayRequest) and req.namespace != "ipfs":
+    For named content (/ipns/) the resolved root and path are part of the key. None for
+    answers made by a `_redirects` rule (they depend on the origin, not only the path):
+    not kept (ResponseCache.put ignores None)."""
+    if isinstance(req, GatewayRequest) and req.via_redirects:
         return None
     r = req.request if isinstance(req, GatewayRequest) else req
-    return ("resp", r.rel_url.raw_path, r.rel_url.raw_query_string, r.headers.get("Accept", ""))
+    # on a content origin the same rewritten path answers differently (the Location of a
+    # directory redirect, the links of a listing, no CSP sandbox): keyed by its Host too
+    origin = content_origin(r)
+    key = ("resp", r.rel_url.raw_path, r.rel_url.raw_query_string, r.headers.get("Accept", ""),
+           origin.host if origin is not None else None)
+    if isinstance(req, GatewayRequest) and req.namespace != "ipfs":
+        # a name: keyed by what it resolved to as well, so a new value is never answered
+        # from an old entry (the handler sets Cache-Control from the name's TTL on a hit)
+        return key + (req.root.codec, req.root.multihash, tuple(req.segments))
+    return key

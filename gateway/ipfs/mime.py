@@ -7,6 +7,7 @@ _EXTRA = {
     ".js": "text/javascript", ".mjs": "text/javascript", ".json": "application/json", ".svg": "image/svg+xml",
     ".wasm": "application/wasm", ".md": "text/markdown", ".webp": "image/webp", ".avif": "image/avif",
     ".car": "application/vnd.ipld.car", ".woff2": "font/woff2", ".webmanifest": "application/manifest+json",
+    ".xml": "text/xml",  # as Go's builtin table (Kubo); Python's says application/xml
 }
 
 _TEXTUAL = ("text/",)  # as Go's mime table (Kubo): charset only on text/*

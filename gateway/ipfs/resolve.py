@@ -10,7 +10,12 @@ from .headers import GatewayRequest
 async def resolve_path(req: GatewayRequest, get_block) -> unixfs.Resolved:
     try:
         return await unixfs.resolve(get_block, req.root, req.segments)
-    except unixfs.PathNotFound as exc:
-        raise HTTPError(404, "not_found", f"no link named {str(exc)!r} under {req.content_path}") from None
-    except unixfs.NotTraversable as exc:
-        raise HTTPError(400, "invalid_path", str(exc)) from None
+    except (unixfs.PathNotFound, unixfs.NotTraversable) as exc:
+        raise path_error(req, exc) from None
+
+
+def path_error(req: GatewayRequest, exc: Exception) -> HTTPError:
+    """The answer for a path that is not in the DAG."""
+    if isinstance(exc, unixfs.PathNotFound):
+        return HTTPError(404, "not_found", f"no link named {str(exc)!r} under {req.content_path}")
+    return HTTPError(400, "invalid_path", str(exc))

@@ -12,9 +12,12 @@ from storage.engine import StorageEngine
 
 from ..cache import ResponseCache
 from . import unixfs_file
-from .headers import GatewayRequest, common_headers, etag_matches, not_modified, cache_key_for
+from ..content_origin import content_origin, public_path
+from .headers import CORS, GatewayRequest, cache_control, cache_key_for, common_headers, not_modified, response_etag_matches
 
-LISTING_VERSION = "1"
+# the listing's Etag changes with its template (boxo: an xxhash of its template)
+LISTING_VERSION = "2"
+LISTING_CACHE_CONTROL = "public, max-age=604800, stale-while-revalidate=2678400"  # a week, as boxo
 MAX_LISTED = 10_000
 
 
@@ -29,12 +32,15 @@ def human_size(n: int) -> str:
 async def serve(req: GatewayRequest, resolved: unixfs.Resolved, get_block, engine: StorageEngine,
                 cache: ResponseCache) -> web.StreamResponse:
     request = req.request
+    origin = content_origin(request)
+    public = public_path(request)  # the path as the client sees it (on a content origin: under its root)
     if not req.trailing_slash:
-        location = request.rel_url.raw_path + "/"
+        location = public + "/"
         if request.rel_url.raw_query_string:
             location += "?" + request.rel_url.raw_query_string
         return web.Response(status=301, headers={"Location": location, "X-Ipfs-Path": req.content_path,
-                                                 "Cache-Control": "public, max-age=29030400, immutable"})
+                                                 "X-Ipfs-Roots": ",".join(str(r) for r in resolved.roots),
+                                                 "Cache-Control": cache_control(req), **CORS})
     try:
         index = await unixfs.resolve(get_block, resolved.node.cid, ["index.html"])
     except unixfs.PathNotFound:
@@ -47,9 +53,17 @@ async def serve(req: GatewayRequest, resolved: unixfs.Resolved, get_block, engin
     node = resolved.node
     headers = common_headers(req, resolved.roots, f'"DirIndex-{LISTING_VERSION}_CID-{node.cid}"')
     headers["Content-Type"] = "text/html; charset=utf-8"
-    if etag_matches(request.headers.get("If-None-Match"), headers["Etag"]):
+    if req.namespace == "ipfs":  # generated HTML may change with Hearth's version: not immutable (as boxo)
+        headers["Cache-Control"] = LISTING_CACHE_CONTROL
+    inm = request.headers.get("If-None-Match")
+    # the listing's own Etag, or the directory's CID as Etag (what a client has from its other forms)
+    if response_etag_matches(inm, headers["Etag"]):
         return not_modified(headers)
-    base = quote(req.content_path.rstrip("/"), safe="/:")
+    base = public.rstrip("/") if origin is not None else quote(req.content_path.rstrip("/"), safe="/:")
+    # a CID's own page: the path gateway, or on a subdomain origin the gateway domain it hangs under
+    # (scheme-relative, as boxo; it redirects to the CID's subdomain); a DNSLink origin has no gateway
+    cid_base = None if origin is not None and not origin.gateway else \
+        (f"//{origin.gateway}" if origin is not None else "")
     rows = []
     count = 0
     async for entry in unixfs.list_directory(get_block, node):
@@ -59,15 +73,19 @@ async def serve(req: GatewayRequest, resolved: unixfs.Resolved, get_block, engin
             break
         name = html.escape(entry.name)
         href = f"{base}/{quote(entry.name, safe='')}"
+        if cid_base is not None:  # as boxo: the CID with the name as ?filename= (escaped once more)
+            cid = (f'<a class="ipfs-hash" translate="no" href="{cid_base}/ipfs/{entry.cid}?filename='
+                   f'{quote(quote(entry.name, safe=""), safe="")}">{entry.cid}</a>')
+        else:
+            cid = str(entry.cid)
         rows.append(
             f'<tr><td><a href="{href}">{name}</a></td>'
-            f'<td class="cid"><a href="/ipfs/{entry.cid}">{entry.cid}</a></td>'
+            f'<td class="cid">{cid}</td>'
             f'<td class="size" title="{entry.tsize} bytes">{human_size(entry.tsize)}</td></tr>'
         )
     parent = ""
-    if req.segments:
-        parent_path = quote("/ipfs/" + "/".join([req.root_text] + req.segments[:-1]), safe="/:") + "/"
-        parent = f'<tr><td><a href="{parent_path}">..</a></td><td></td><td></td></tr>'
+    if req.segments:  # not on the root: its parent would leave the content
+        parent = f'<tr><td><a href="{base}/..">..</a></td><td></td><td></td></tr>'
     title = html.escape(req.content_path)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -75,9 +93,24 @@ async def serve(req: GatewayRequest, resolved: unixfs.Resolved, get_block, engin
 <style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse;width:100%}}
 td{{padding:.3em .6em;border-bottom:1px solid #ddd}}td.size{{text-align:right;white-space:nowrap}}
 td.cid{{font-family:monospace;font-size:.8em;color:#666}}</style></head>
-<body><h1>Index of {title}</h1><p class="cid">{node.cid} — {count if count <= MAX_LISTED else str(MAX_LISTED) + '+'} entries</p>
+<body><h1>Index of {breadcrumbs(req, origin is not None)}</h1><p class="cid">{node.cid} — {count if count <= MAX_LISTED else str(MAX_LISTED) + '+'} entries</p>
 <table>{parent}{''.join(rows)}</table></body></html>
 """
     body = page.encode()
     cache.put(cache_key_for(req), (200, headers, body), len(body) + 512)
     return web.Response(status=200, headers=headers, body=body)
+
+
+def breadcrumbs(req: GatewayRequest, on_content_origin: bool) -> str:
+    """The path, each part a link to its own listing, as boxo's:
+    `/ipfs/<a href="/ipfs/CID">CID</a>/<a href="/ipfs/CID/a">a</a>`. On a content origin
+    the links are paths on that origin (its root is `/`)."""
+    if on_content_origin:  # the content is the origin's root
+        out, href = [f'<a href="/">{html.escape(req.root_text)}</a>'], ""
+    else:
+        href = f"/{req.namespace}/{quote(req.root_text, safe='')}"
+        out = [f'<a href="{href}">{html.escape(req.root_text)}</a>']
+    for seg in req.segments:
+        href += "/" + quote(seg, safe="")
+        out.append(f'<a href="{href}">{html.escape(seg)}</a>')
+    return f"/{req.namespace}/" + "/".join(out)
