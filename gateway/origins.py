@@ -302,6 +302,12 @@ class OriginRouter:
 
     def route(self, message, app: web.Application) -> tuple[Any, dict | None]:
         """(the message, possibly rewritten; request state to set, or None)."""
+        if message.method == "CONNECT":
+            # An HTTP proxy client tunnelling to the gateway (the conformance suite's "HTTP
+            # proxy tunneling via CONNECT", as Kubo): 200, and the connection stays this
+            # server's; the requests that follow are routed by their own Host like any other.
+            # Nothing is relayed anywhere: whatever the CONNECT names, it reaches this node.
+            return message, _answer(web.Response(status=200))
         headers = message.headers
         host = headers.get("X-Forwarded-Host") or headers.get("Host") or ""
         if "," in host:  # several proxies: the first is the client's
