@@ -3,6 +3,7 @@ render a listing with names, sizes and links."""
 from __future__ import annotations
 
 import html
+import re
 from urllib.parse import quote
 
 from aiohttp import web
@@ -12,13 +13,14 @@ from storage.engine import StorageEngine
 
 from ..cache import ResponseCache
 from . import unixfs_file
-from ..content_origin import content_origin, public_path
+from ..content_origin import ContentOrigin, content_origin, public_path
 from .headers import CORS, GatewayRequest, cache_control, cache_key_for, common_headers, not_modified, response_etag_matches
 
 # the listing's Etag changes with its template (boxo: an xxhash of its template)
 LISTING_VERSION = "2"
 LISTING_CACHE_CONTROL = "public, max-age=604800, stale-while-revalidate=2678400"  # a week, as boxo
 MAX_LISTED = 10_000
+_NON_ASCII_ESCAPE = re.compile(r"%[89A-Fa-f][0-9A-Fa-f]")
 
 
 def human_size(n: int) -> str:
@@ -36,6 +38,10 @@ async def serve(req: GatewayRequest, resolved: unixfs.Resolved, get_block, engin
     public = public_path(request)  # the path as the client sees it (on a content origin: under its root)
     if not req.trailing_slash:
         location = public + "/"
+        if origin is not None:
+            # as Kubo on subdomain and DNSLink origins (the conformance suite checks it
+            # byte for byte): the escapes of non-ASCII bytes in lower case, `/%c4%85/`
+            location = _NON_ASCII_ESCAPE.sub(lambda m: m.group(0).lower(), location)
         if request.rel_url.raw_query_string:
             location += "?" + request.rel_url.raw_query_string
         return web.Response(status=301, headers={"Location": location, "X-Ipfs-Path": req.content_path,
@@ -76,6 +82,9 @@ async def serve(req: GatewayRequest, resolved: unixfs.Resolved, get_block, engin
         if cid_base is not None:  # as boxo: the CID with the name as ?filename= (escaped once more)
             cid = (f'<a class="ipfs-hash" translate="no" href="{cid_base}/ipfs/{entry.cid}?filename='
                    f'{quote(quote(entry.name, safe=""), safe="")}">{entry.cid}</a>')
+        elif origin is not None:  # a DNSLink origin mounts no gateway: the CID inspector, as boxo
+            cid = (f'<a class="ipfs-hash" translate="no" href="https://cid.ipfs.tech/#{entry.cid}" '
+                   f'target="_blank" rel="noreferrer noopener">{entry.cid}</a>')
         else:
             cid = str(entry.cid)
         rows.append(
@@ -93,7 +102,7 @@ async def serve(req: GatewayRequest, resolved: unixfs.Resolved, get_block, engin
 <style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse;width:100%}}
 td{{padding:.3em .6em;border-bottom:1px solid #ddd}}td.size{{text-align:right;white-space:nowrap}}
 td.cid{{font-family:monospace;font-size:.8em;color:#666}}</style></head>
-<body><h1>Index of {breadcrumbs(req, origin is not None)}</h1><p class="cid">{node.cid} — {count if count <= MAX_LISTED else str(MAX_LISTED) + '+'} entries</p>
+<body><h1>Index of {breadcrumbs(req, origin)}</h1><p class="cid">{node.cid} — {count if count <= MAX_LISTED else str(MAX_LISTED) + '+'} entries</p>
 <table>{parent}{''.join(rows)}</table></body></html>
 """
     body = page.encode()
@@ -101,14 +110,18 @@ td.cid{{font-family:monospace;font-size:.8em;color:#666}}</style></head>
     return web.Response(status=200, headers=headers, body=body)
 
 
-def breadcrumbs(req: GatewayRequest, on_content_origin: bool) -> str:
+def breadcrumbs(req: GatewayRequest, origin: ContentOrigin | None) -> str:
     """The path, each part a link to its own listing, as boxo's:
-    `/ipfs/<a href="/ipfs/CID">CID</a>/<a href="/ipfs/CID/a">a</a>`. On a content origin
-    the links are paths on that origin (its root is `/`)."""
-    if on_content_origin:  # the content is the origin's root
-        out, href = [f'<a href="/">{html.escape(req.root_text)}</a>'], ""
+    `/ipfs/<a href="/ipfs/CID">CID</a>/<a href="/ipfs/CID/a">a</a>`. On a subdomain
+    origin the links go to the path gateway of the domain it hangs under
+    (`//example.com/ipfs/CID/a`, which redirects back to the subdomain); on a DNSLink
+    origin they are that origin's own paths, scheme-relative (`//name/`, `//name/a`)."""
+    if origin is not None and not origin.gateway:  # DNSLink: the name is the origin's root
+        host = html.escape(origin.host)
+        out, href = [f'<a href="//{host}/">{host}</a>'], f"//{host}"
     else:
-        href = f"/{req.namespace}/{quote(req.root_text, safe='')}"
+        prefix = f"//{origin.gateway}" if origin is not None else ""
+        href = f"{prefix}/{req.namespace}/{quote(req.root_text, safe='')}"
         out = [f'<a href="{href}">{html.escape(req.root_text)}</a>']
     for seg in req.segments:
         href += "/" + quote(seg, safe="")
