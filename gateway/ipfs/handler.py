@@ -200,6 +200,10 @@ async def serve_ipns_record(request: web.Request) -> web.Response:
     except NamingError as exc:
         raise naming_error(exc) from None
     headers = dict(CORS, **record_headers(name, rec))
+    # the record's own TTL, as boxo's gateway and the conformance suite (t0124, trustless
+    # IPNS: `public, max-age=<TTL>`), not bounded by the record's validity as on
+    # /routing/v1: the bytes are signed and the client checks their validity itself
+    headers["Cache-Control"] = f"public, max-age={int(rec.ttl_seconds)}"
     headers["X-Ipfs-Path"] = f"/ipns/{name}"
     filename = request.query.get("filename") or f"{name}.ipns-record"
     headers["Content-Disposition"] = content_disposition(filename, True)
