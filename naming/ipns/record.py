@@ -16,6 +16,12 @@ rule in the spec's order, failing on the first broken rule:
     expired      the EOL is in the future
 
 signatureV1 is never verified or trusted (the spec: "MUST never be used").
+
+Written here over cbor2 and cryptography because no maintained Python IPNS library
+exists (the ones on PyPI are unmaintained and predate V2 records); the IpnsEntry
+protobuf has seven scalar fields, so it is read and written by hand rather than
+through generated protobuf code, which would also accept what the spec refuses
+(unknown wire types, repeated fields).
 """
 from __future__ import annotations
 
