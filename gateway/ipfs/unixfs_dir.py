@@ -3,7 +3,6 @@ render a listing with names, sizes and links."""
 from __future__ import annotations
 
 import html
-import re
 from urllib.parse import quote
 
 from aiohttp import web
@@ -20,7 +19,6 @@ from .headers import CORS, GatewayRequest, cache_control, cache_key_for, common_
 LISTING_VERSION = "2"
 LISTING_CACHE_CONTROL = "public, max-age=604800, stale-while-revalidate=2678400"  # a week, as boxo
 MAX_LISTED = 10_000
-_NON_ASCII_ESCAPE = re.compile(r"%[89A-Fa-f][0-9A-Fa-f]")
 
 
 def human_size(n: int) -> str:
@@ -38,10 +36,6 @@ async def serve(req: GatewayRequest, resolved: unixfs.Resolved, get_block, engin
     public = public_path(request)  # the path as the client sees it (on a content origin: under its root)
     if not req.trailing_slash:
         location = public + "/"
-        if origin is not None:
-            # as Kubo on subdomain and DNSLink origins (the conformance suite checks it
-            # byte for byte): the escapes of non-ASCII bytes in lower case, `/%c4%85/`
-            location = _NON_ASCII_ESCAPE.sub(lambda m: m.group(0).lower(), location)
         if request.rel_url.raw_query_string:
             location += "?" + request.rel_url.raw_query_string
         return web.Response(status=301, headers={"Location": location, "X-Ipfs-Path": req.content_path,
