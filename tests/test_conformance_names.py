@@ -64,6 +64,7 @@ DIR_LISTING_SITE = "dnslink-dir-listing.example.org"
 DIR_LISTING_UNDER_GATEWAY = "dnslink-website.example.com"  # older dir_listing/dnslink.yml: `{subdomain}.{gateway host}`
 DNSLINK_OVER_IPNS = "dnslink-over-ipns.example.org"
 REDIRECTS_SITE = "dnslink-enabled-on-fqdn.example.org"
+DNSLINK_SUBPATH = "dnslink-with-subpath.example.org"  # gateway-cache/dnslink.yml: /ipfs/ROOT1/root2
 
 # fixtures/redirects_file (the web-redirects-file spec's test fixtures)
 REDIRECTS = """# the spec's example
@@ -277,6 +278,8 @@ def dns(fx):
     z.txt(f"_dnslink.{DIR_LISTING_UNDER_GATEWAY}", f"dnslink=/ipfs/{fx.listing}")
     z.txt(f"_dnslink.{DNSLINK_OVER_IPNS}", f"dnslink=/ipns/{name_of(fx.ed)}")
     z.txt(f"_dnslink.{REDIRECTS_SITE}", f"dnslink=/ipfs/{fx.examples_v0}")
+    z.txt(f"_dnslink.{REDIRECTS_SITE}.example.com", f"dnslink=/ipfs/{fx.examples_v0}")
+    z.txt(f"_dnslink.{DNSLINK_SUBPATH}", f"dnslink=/ipfs/{fx.root1}/root2")
     yield server
     server.stop()
 
@@ -486,6 +489,10 @@ async def test_TestGatewaySubdomainAndIPNS(gw, fx):
             # "request for {CIDv1-dag-pb}.ipns.{gateway} redirects to CID with libp2p-key multicodec"
             expect(await via(gw, f"{scheme}://{dag_pb_name(key)}.ipns.{host}/"), status=301,
                    headers={"Location": f"{scheme}://{name}.ipns.{host}/"})
+        # newest version: "request for /ipns/{CIDv1} redirects to same CIDv1 on subdomain"
+        for key in (fx.rsa, fx.ed):
+            expect(await via(gw, f"{scheme}://{host}/ipns/{name_of(key)}"), status=301,
+                   headers={"Location": f"{scheme}://{name_of(key)}.ipns.{host}/"})
         # "request for a ED25519 libp2p-key at example.com/ipns/{b58mh} returns Location HTTP header for DNS-safe subdomain redirect in browsers"
         expect(await via(gw, f"{scheme}://{host}/ipns/{name_of(fx.ed).peer_id}"),
                headers={"Location": f"{scheme}://{name_of(fx.ed)}.ipns.{host}/"})
@@ -499,6 +506,9 @@ async def test_TestSubdomainGatewayDNSLinkInlining(gw, fx):
                headers={"Location": f"{scheme}://{inlined}.ipns.{host}/wiki/"})
         # "request for {dnslink}.ipns.{gateway} returns expected payload"
         expect(await via(gw, f"{scheme}://{DNSLINK_TEST}.ipns.{host}"), body="hello\n")
+        # newest version: "request for {inlineddnslink}.ipns.{gateway} returns expected payload"
+        inlined_test = DNSLINK_TEST.replace("-", "--").replace(".", "-")
+        expect(await via(gw, f"{scheme}://{inlined_test}.ipns.{host}/"), body="hello\n")
         # "request for example.com/ipns/{fqdn} with X-Forwarded-Proto redirects to TLS-safe label in subdomain"
         expect(await via(gw, f"{scheme}://{host}/ipns/{WIKIPEDIA}/wiki/", {"X-Forwarded-Proto": "https"}),
                headers={"Location": f"https://{inlined}.ipns.{host}/wiki/"})
@@ -530,6 +540,11 @@ async def test_TestDNSLinkGatewayUnixFSDirectoryListing(gw, fx, h):
         '<a href="/%C4%85/%C4%99/file-%C5%BA%C5%82.txt">file-źł.txt</a>',
         f'<a class="ipfs-hash" translate="no" href="https://cid.ipfs.tech/#{fx.listing_file}" target="_blank" '
         'rel="noreferrer noopener">'])
+
+
+async def test_TestDNSLinkGatewayWithSubpath(gw, fx):
+    # "GET for DNSLink with dnslink=/ipfs/<cid>/sub-path returns file at sub-path"
+    expect(await direct(gw, "/root3/root4/index.html", host=DNSLINK_SUBPATH), status=200, body="hello\n")
 
 
 async def test_TestDNSLinkGatewayIPNS(gw, fx):
@@ -756,8 +771,10 @@ async def test_TestRedirectsFileSupport(gw, fx):
                not_contains=["unsupported redirect status"])
 
 
-async def test_TestRedirectsFileSupportWithDNSLink(gw, fx):
-    base = f"http://{REDIRECTS_SITE}"
+@pytest.mark.parametrize("site", [REDIRECTS_SITE, REDIRECTS_SITE + ".example.com"])
+async def test_TestRedirectsFileSupportWithDNSLink(gw, fx, site):
+    """The suite's Host is `{dnslink}.{gateway host}`; the DNSLink name itself too."""
+    base = f"http://{site}"
     # "request for $DNSLINK_FQDN/redirect-one redirects with default of 301, per _redirects file"
     expect(await via(gw, base + "/redirect-one"), status=301, headers={"Location": "/one.html"})
     # "request for $DNSLINK_FQDN/en/has-no-redirects-entry returns custom 404, per _redirects file"
