@@ -109,6 +109,92 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX ipns_keys_republish ON ipns_keys (republish_at_ns)",
     ],
+    [
+        # On-chain anchoring (chain/anchoring.py drives the state machine; chain/anchor_store.py keeps
+        # the queries). One queue row per content root: `key` is its CIDv1 (the record key), so a
+        # CIDv0 and its CIDv1 are one leaf; the Merkle leaf is that CIDv1's binary form. A row is
+        # written in the same transaction as the content record or the pinned pin request.
+        """CREATE TABLE anchor_queue (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,
+            enqueued_at REAL NOT NULL,
+            state TEXT NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'batched', 'confirmed')),
+            batch_id INTEGER,
+            stale_batch_id INTEGER
+        )""",
+        "CREATE INDEX anchor_queue_state ON anchor_queue (state, id)",
+        "CREATE INDEX anchor_queue_batch ON anchor_queue (batch_id)",
+        # one transaction per batch; tx_hash/nonce/fees: the latest transaction sent for it
+        """CREATE TABLE anchor_batches (
+            id INTEGER PRIMARY KEY,
+            root BLOB NOT NULL,
+            leaves INTEGER NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('batched', 'submitted', 'confirmed', 'stale')),
+            created_at REAL NOT NULL,
+            tx_hash TEXT,
+            nonce INTEGER,
+            max_fee INTEGER,
+            priority_fee INTEGER,
+            submitted_at REAL,
+            block_number INTEGER,
+            block_hash TEXT,
+            confirmed_at REAL,
+            gas_used INTEGER,
+            fee_paid INTEGER,
+            chain_id INTEGER,
+            genesis_hash TEXT,
+            contract TEXT,
+            account TEXT,
+            dev INTEGER NOT NULL DEFAULT 0,
+            replaced INTEGER NOT NULL DEFAULT 0,
+            reorged INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX anchor_batches_state ON anchor_batches (state, id)",
+        "CREATE INDEX anchor_batches_root ON anchor_batches (root)",
+        # which leaves a batch holds (kept when its CIDs are queued again: a stale proof is still shown)
+        """CREATE TABLE anchor_leaves (
+            batch_id INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            PRIMARY KEY (batch_id, key)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX anchor_leaves_key ON anchor_leaves (key)",
+        # every transaction sent for a batch (replacements too): looked up before anything is resent
+        """CREATE TABLE anchor_txs (
+            tx_hash TEXT PRIMARY KEY,
+            batch_id INTEGER NOT NULL,
+            nonce INTEGER NOT NULL,
+            max_fee INTEGER NOT NULL,
+            priority_fee INTEGER NOT NULL,
+            sent_at REAL NOT NULL
+        )""",
+        "CREATE INDEX anchor_txs_batch ON anchor_txs (batch_id)",
+        # the next nonce of the node's account on a chain (a chain: its id and genesis hash)
+        """CREATE TABLE anchor_nonces (
+            chain_id INTEGER NOT NULL,
+            genesis_hash TEXT NOT NULL,
+            account TEXT NOT NULL,
+            next_nonce INTEGER NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (chain_id, genesis_hash, account)
+        )""",
+        # the chain the batcher last opened (one row): what proofs are judged stale against
+        """CREATE TABLE anchor_chain (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            chain_id INTEGER NOT NULL,
+            genesis_hash TEXT NOT NULL,
+            contract TEXT NOT NULL,
+            account TEXT NOT NULL,
+            dev INTEGER NOT NULL,
+            confirmations INTEGER NOT NULL,
+            rpc TEXT NOT NULL DEFAULT '',
+            updated_at REAL NOT NULL
+        )""",
+        # what the node stored before anchoring existed is anchored too
+        """INSERT OR IGNORE INTO anchor_queue (key, enqueued_at, state)
+           SELECT key, CAST(strftime('%s', 'now') AS REAL), 'queued' FROM
+           (SELECT key, MIN(id) AS o FROM content GROUP BY key
+            UNION ALL SELECT key, 1e18 FROM pins WHERE status = 'pinned' GROUP BY key) ORDER BY o""",
+    ],
 ]
 
 
@@ -230,7 +316,15 @@ class MetadataStore:
                 rid = self.db["content"].insert(
                     {"key": key, "cid": cid, "owner": owner, "name": name, "size": size, "status": "pinned", "created_at": now}
                 ).last_pk
+            self.enqueue_anchor(key)
         return self.get_content_by_id(rid)
+
+    def enqueue_anchor(self, key: str) -> None:
+        """Queue a stored root for on-chain anchoring (chain/anchoring.py). Call inside the
+        transaction that records it. `key` is the CIDv1 (record_key): one leaf per root,
+        whatever version it was stored under; a root already queued or anchored stays as it is."""
+        self.db.execute("INSERT INTO anchor_queue (key, enqueued_at, state) VALUES (?, ?, 'queued') "
+                        "ON CONFLICT (key) DO NOTHING", [key, time.time()])
 
     def get_content_by_id(self, rid: int) -> dict:
         return dict(self.db["content"].get(rid))
@@ -374,6 +468,8 @@ class MetadataStore:
             if status == "pinning":
                 sets.append("attempts = attempts + 1")
             cur = self.db.execute(f"UPDATE pins SET {', '.join(sets)} WHERE requestid = ?", args + [requestid])
+            if status == "pinned" and cur.rowcount:  # the content is stored: anchor it
+                self.enqueue_anchor(self.db.execute("SELECT key FROM pins WHERE requestid = ?", [requestid]).fetchone()[0])
             return cur.rowcount > 0
 
     def pin_status_counts(self) -> dict[str, int]:
