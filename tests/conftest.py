@@ -60,3 +60,30 @@ def node_factory(aiohttp_client, tmp_path, request):
 @pytest.fixture
 async def node(node_factory):
     return await node_factory("kubo")
+
+
+@pytest.fixture
+def anvil():
+    """A fresh anvil chain on a free loopback port (tests/support/anvil.py), stopped after."""
+    from tests.support.anvil import Anvil
+
+    chain = Anvil().start()
+    yield chain
+    chain.cleanup()
+
+
+@pytest.fixture
+def anvil_factory():
+    """anvil_factory(state_path=..., chain_id=..., args=[...]) -> a started Anvil; all stopped after."""
+    from tests.support.anvil import Anvil
+
+    made = []
+
+    def factory(**kwargs):
+        chain = Anvil(**kwargs).start()
+        made.append(chain)
+        return chain
+
+    yield factory
+    for chain in made:
+        chain.cleanup()
