@@ -21,7 +21,7 @@ from storage import unixfs
 
 from . import block, car, redirects, unixfs_dir, unixfs_file
 from .resolve import path_error, resolve_path
-from .headers import (CORS, GatewayRequest, cache_control, cache_key_for, content_disposition, etag_matches,
+from .headers import (CORS, GatewayRequest, cache_control, cache_key_for, content_disposition, etag_matches, ipfs_uri,
                       not_modified, response_etag_matches)
 
 SUPPORTED_FORMATS = {"raw", "car"}
@@ -79,8 +79,14 @@ def parse_request(request: web.Request, namespace: str = "ipfs") -> GatewayReque
         raise bad_request("filename must be a non-empty name without '/'", "invalid_filename")
     download = q.get("download", "").lower() == "true"
     content_path = f"/{namespace}/" + unquote(rest)
+    if namespace == "ipfs":
+        authority = root.v1().encode()
+    else:  # a libp2p key in its base36 form; a DNSLink name with a dot (IPIP-548), lower case
+        authority = canonical_key_name(root_text) or \
+            (root_text.rstrip(".").lower() if "." in root_text.rstrip(".") else None)
     return GatewayRequest(request, root, root_text, segments, content_path, trailing, fmt, from_accept,
-                          car_params, filename, download, namespace)
+                          car_params, filename, download, namespace,
+                          ipfs_uri=ipfs_uri(namespace, authority, segments, trailing))
 
 
 async def handle_ipfs(request: web.Request) -> web.StreamResponse:

@@ -37,6 +37,8 @@ class GatewayRequest:
     namespace: str = "ipfs"  # "ipns": root came from a name (root_text), and may change
     ttl: float | None = None  # ipns: seconds the name's answer holds (None: immutable /ipfs/)
     via_redirects: bool = False  # answered through a `_redirects` rule (redirects.py): never cached by path
+    ipfs_uri: str | None = None  # the Ipfs-Uri header (ipfs_uri()), for the path as requested
+
 
     @property
     def is_head(self) -> bool:
@@ -52,6 +54,18 @@ def cache_control(req: GatewayRequest) -> str:
     return f"public, max-age={max(0, int(req.ttl))}"
 
 
+def ipfs_uri(namespace: str, authority: str | None, segments: list[str], trailing_slash: bool) -> str | None:
+    """The `Ipfs-Uri` response header (IPIP-548, as the conformance suite checks it): the
+    content path as one canonical URI, `ipfs://{cidv1-base32}` or `ipns://{name}`, each
+    path segment percent-encoded over RFC 3986's unreserved set (upper-case hex), a
+    trailing slash kept, no query. `authority` is the canonical root (None: no header,
+    as for a DNSLink name without a dot, which is no ipns:// authority)."""
+    if not authority:
+        return None
+    path = "".join("/" + quote(seg, safe="-._~") for seg in segments)
+    return f"{namespace}://{authority}{path}" + ("/" if trailing_slash else "")
+
+
 def common_headers(req: GatewayRequest, roots: list[CID], etag: str) -> dict[str, str]:
     headers = {
         "Etag": etag,
@@ -60,6 +74,8 @@ def common_headers(req: GatewayRequest, roots: list[CID], etag: str) -> dict[str
         "X-Ipfs-Roots": ",".join(str(r) for r in roots),
         "Vary": "Accept, Accept-Encoding",
     }
+    if req.ipfs_uri:
+        headers["Ipfs-Uri"] = req.ipfs_uri
     headers.update(CORS)
     return headers
 

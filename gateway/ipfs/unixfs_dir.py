@@ -38,9 +38,11 @@ async def serve(req: GatewayRequest, resolved: unixfs.Resolved, get_block, engin
         location = public + "/"
         if request.rel_url.raw_query_string:
             location += "?" + request.rel_url.raw_query_string
-        return web.Response(status=301, headers={"Location": location, "X-Ipfs-Path": req.content_path,
-                                                 "X-Ipfs-Roots": ",".join(str(r) for r in resolved.roots),
-                                                 "Cache-Control": cache_control(req), **CORS})
+        headers = {"Location": location, "X-Ipfs-Path": req.content_path,
+                   "X-Ipfs-Roots": ",".join(str(r) for r in resolved.roots), "Cache-Control": cache_control(req)}
+        if req.ipfs_uri:  # IPIP-548: the path as requested, before the trailing slash is added
+            headers["Ipfs-Uri"] = req.ipfs_uri
+        return web.Response(status=301, headers={**headers, **CORS})
     try:
         index = await unixfs.resolve(get_block, resolved.node.cid, ["index.html"])
     except unixfs.PathNotFound:
