@@ -65,6 +65,8 @@ DIR_LISTING_UNDER_GATEWAY = "dnslink-website.example.com"  # older dir_listing/d
 DNSLINK_OVER_IPNS = "dnslink-over-ipns.example.org"
 REDIRECTS_SITE = "dnslink-enabled-on-fqdn.example.org"
 DNSLINK_SUBPATH = "dnslink-with-subpath.example.org"  # gateway-cache/dnslink.yml: /ipfs/ROOT1/root2
+DOTTED_PRIVATE_NAME = "example.local"  # dir_listing/dnslink.yml (IPIP-548): a dotted private name
+DOTLESS_NAME = "examplemissingtld"  # ... and a DNSLink name with no dot: never an ipns:// authority
 
 # fixtures/redirects_file (the web-redirects-file spec's test fixtures)
 REDIRECTS = """# the spec's example
@@ -280,6 +282,8 @@ def dns(fx):
     z.txt(f"_dnslink.{REDIRECTS_SITE}", f"dnslink=/ipfs/{fx.examples_v0}")
     z.txt(f"_dnslink.{REDIRECTS_SITE}.example.com", f"dnslink=/ipfs/{fx.examples_v0}")
     z.txt(f"_dnslink.{DNSLINK_SUBPATH}", f"dnslink=/ipfs/{fx.root1}/root2")
+    z.txt(f"_dnslink.{DOTTED_PRIVATE_NAME}", f"dnslink=/ipfs/{fx.listing}")
+    z.txt(f"_dnslink.{DOTLESS_NAME}", f"dnslink=/ipfs/{fx.listing}")
     yield server
     server.stop()
 
@@ -534,12 +538,21 @@ async def test_TestDNSLinkGatewayUnixFSDirectoryListing(gw, fx, h):
     # "Redirect dir listing to URL with trailing slash"
     expect(await via(gw, f"http://{h}/ą/ę"), status=301, headers={"Location": "/%C4%85/%C4%99/"})
     # "Regular dir listing"
-    expect(await via(gw, f"http://{h}/ą/ę/"), header_contains={"Etag": '"DirIndex-'}, contains=[
+    expect(await via(gw, f"http://{h}/ą/ę/"), header_contains={"Etag": '"DirIndex-'},
+           headers={"Ipfs-Uri": f"ipns://{h}/%C4%85/%C4%99/"}, contains=[
         "Index of", '<a href="/%C4%85/%C4%99/..">..</a>',
         f'/ipns/<a href="//{h}/">{h}</a>/<a href="//{h}/%C4%85">ą</a>/<a href="//{h}/%C4%85/%C4%99">ę</a>',
         '<a href="/%C4%85/%C4%99/file-%C5%BA%C5%82.txt">file-źł.txt</a>',
         f'<a class="ipfs-hash" translate="no" href="https://cid.ipfs.tech/#{fx.listing_file}" target="_blank" '
         'rel="noreferrer noopener">'])
+
+
+async def test_TestDNSLinkGatewayIpfsUriAuthority(gw, fx):
+    # "GET with a dotted DNSLink Host returns Ipfs-Uri with the name as authority"
+    expect(await direct(gw, "/", host=DOTTED_PRIVATE_NAME), status=200,
+           headers={"Ipfs-Uri": f"ipns://{DOTTED_PRIVATE_NAME}/"})
+    # "GET with a DNSLink Host that has no dot returns no Ipfs-Uri header"
+    expect(await direct(gw, "/", host=DOTLESS_NAME), headers={"Ipfs-Uri": None})
 
 
 async def test_TestDNSLinkGatewayWithSubpath(gw, fx):
@@ -805,3 +818,38 @@ async def test_TestRedirectsFileSupport_invalid_file_too_large(gw, fx):
         # "invalid file: request for $TOO_LARGE_REDIRECTS_DIR_HOSTNAME/not-found returns error about too large redirects file"
         expect(await via(gw, f"{scheme}://{fx.too_large}.ipfs.{host}/not-found"), status=500,
                contains=["could not parse _redirects:", "redirects file size cannot exceed"])
+
+
+# === path_gateway_ipfs_uri_test.go (IPIP-548), the cases the fixtures above can carry =========
+
+async def test_TestGatewayIpfsUri(gw, fx):
+    d, listing = fx.dir_cid, fx.listing
+    # "GET for bare /ipfs/cid returns Ipfs-Uri without any path"
+    expect(await direct(gw, f"/ipfs/{fx.cid_v1}"), status=200, headers={"Ipfs-Uri": f"ipfs://{fx.cid_v1}"})
+    # "GET for nested /ipfs/ directory with trailing slash returns Ipfs-Uri with ... trailing slash"
+    expect(await direct(gw, f"/ipfs/{d}/ipfs/ipns/"), status=200, headers={"Ipfs-Uri": f"ipfs://{d}/ipfs/ipns/"})
+    # "... non-ASCII name returns percent-encoded Ipfs-Uri"; "... with filename and format query parameters
+    # returns Ipfs-Uri without the query" (alternate formats set it too)
+    for query in ("", "?filename=download.txt", "?format=raw"):
+        expect(await direct(gw, f"/ipfs/{listing}/ą/ę/file-źł.txt{query}"), status=200,
+               headers={"Ipfs-Uri": f"ipfs://{listing}/%C4%85/%C4%99/file-%C5%BA%C5%82.txt"})
+    # "GET for /ipfs/ directory without trailing slash returns redirect with Ipfs-Uri"
+    expect(await direct(gw, f"/ipfs/{d}/ipfs"), status=301,
+           headers={"Location": f"/ipfs/{d}/ipfs/", "Ipfs-Uri": f"ipfs://{d}/ipfs"})
+
+
+async def test_TestGatewayIpfsUriCidNormalization(gw, fx):
+    # "GET for /ipfs/ with CIDv0 returns Ipfs-Uri with CID normalized to base32 CIDv1"
+    v1 = CID.parse(fx.examples_v0).v1().encode()
+    expect(await direct(gw, f"/ipfs/{fx.examples_v0}/one.html"), status=200, headers={"Ipfs-Uri": f"ipfs://{v1}/one.html"})
+
+
+async def test_TestGatewayIpfsUriWithIPNS(gw, fx):
+    key = name_of(fx.cache_key)
+    # "GET for nested /ipns/ directory returns Ipfs-Uri with ipns:// URI, base36 authority, and trailing slash"
+    expect(await direct(gw, f"/ipns/{key}/root2/root3/"), status=200, headers={"Ipfs-Uri": f"ipns://{key}/root2/root3/"})
+    # "GET for /ipns/ via legacy base58 peer ID normalizes the name to base36"
+    a = await direct(gw, f"/ipns/{key.peer_id}/root2/root3/root4/index.html")
+    assert 200 <= a.status <= 399, a.status
+    assert a.all("Ipfs-Uri") in ([], [f"ipns://{key}/root2/root3/root4/index.html"]), a.all("Ipfs-Uri")
+    assert a.all("Location") in ([], [f"/ipns/{key}/root2/root3/root4/index.html"]), a.all("Location")
