@@ -62,7 +62,8 @@ async def test_put_get_and_resolve(node_factory, engine):
         resp = await node.get(url, headers=headers)
         assert resp.status == 200 and await resp.read() == raw, url
         assert resp.headers["Content-Type"] == IPNS and "immutable" not in resp.headers["Cache-Control"]
-        assert resp.headers["Content-Disposition"] == f'attachment; filename="{name}.ipns-record"'
+        assert resp.headers["Content-Disposition"] == (f'attachment; filename="{name}.ipns-record"; '
+                                                          f"filename*=UTF-8''{name}.ipns-record")  # as Kubo
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
     resp = await node.get(f"/ipns/{name}/a?format=ipns-record")
     assert resp.status == 400 and (await resp.json())["error"]["code"] == "invalid_path"
