@@ -39,7 +39,8 @@ def parse_request(request: web.Request, namespace: str = "ipfs") -> GatewayReque
         try:
             root = CID.parse(root_text)
         except InvalidCID as exc:
-            raise bad_request(f"invalid CID {root_text!r}: {exc}", "invalid_cid") from None
+            # as Kubo (and the conformance suite looks for it): the path as requested, case kept
+            raise bad_request(f'invalid path "/ipfs/{root_text}": invalid CID: {exc}', "invalid_cid") from None
     elif not root_text:
         raise bad_request("a name is required: /ipns/{name}[/{path}]", "invalid_name")
     trailing = rest.endswith("/") and len(parts) > 1
