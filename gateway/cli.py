@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_ipns import add_parsers as add_ipns_parsers
 
     add_ipns_parsers(sub, _common)  # hearth key gen|list, hearth name publish
+    from .cli_chain import add_parsers as add_chain_parsers
+
+    add_chain_parsers(sub, _common)  # hearth key create|import|address (Ethereum key), hearth anchor ...
     return parser
 
 
@@ -361,6 +364,12 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_gc(args, config)
     if args.command == "repo":
         return cmd_repo(args, config)
+    from .cli_chain import handles as chain_handles
+
+    if chain_handles(args):
+        from .cli_chain import run as run_chain
+
+        return run_chain(args, config)
     if args.command in ("key", "name"):
         from .cli_ipns import run as run_ipns
 

@@ -35,6 +35,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # DNSLink (naming/dnslink.py): per-suffix DNS servers as Kubo's DNS.Resolvers, a static
     # map for air-gapped nodes, TTL bounds (seconds) and the per-query timeout
     "dns": {"resolvers": {}, "static": {}, "min_ttl": 10, "max_ttl": 3600, "negative_ttl": 10, "timeout": 5},
+    # on-chain anchoring (chain/, README "Anchoring"): RPC URL(s) tried in order, or the in-process
+    # ephemeral dev chain; expected chain id (0 = the RPC's); the Anchor contract ("" = deploy it,
+    # embedded chain only); the node's keystore v3 file ("" = <data_dir>/chain/key.json) and its
+    # passphrase file ($HEARTH_CHAIN_PASSPHRASE first); confirmations awaited (0 on embedded);
+    # batches; the EIP-1559 max fee cap; seconds per RPC request
+    "chain": {"rpc_url": "embedded", "chain_id": 0, "anchor_contract": "", "keystore": "", "passphrase_file": "",
+              "confirmations": 2, "batch_max": 65536, "batch_interval_s": 60, "max_fee_gwei": 100,
+              "rpc_timeout": 10},
 }
 
 CHOICES = {("server", "event_loop"): {"uvloop", "asyncio"}, ("storage", "engine"): {"embedded", "kubo"}, ("gateway", "serve"): {"local", "network"},
@@ -48,7 +56,10 @@ BOUNDS = {("storage", "gc_watermark"): (1, 100), ("server", "port"): (0, 65535),
           ("server", "header_timeout"): (1, None), ("server", "body_idle_timeout"): (1, None),
           ("dns", "timeout"): (1, None), ("ipns", "lifetime"): (1, 10 * 365 * 86400),
           ("ipns", "ttl"): (0, 10 * 365 * 86400), ("ipns", "republish_poll"): (1, None),
-          ("ipns", "put_per_minute"): (1, None)}
+          ("ipns", "put_per_minute"): (1, None),
+          ("chain", "confirmations"): (0, 10_000), ("chain", "batch_max"): (1, 1 << 20),
+          ("chain", "batch_interval_s"): (1, None), ("chain", "max_fee_gwei"): (1, None),
+          ("chain", "rpc_timeout"): (1, 600)}
 
 
 class ConfigError(ValueError):
@@ -132,9 +143,45 @@ def _is_ip(name: str) -> bool:
     return True
 
 
+def chain_rpc_urls(value: Any) -> list[str]:
+    """`[chain] rpc_url`: one URL or a list (tried in order on failure), or "embedded" alone.
+    From the environment: comma-separated, or a JSON list."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise ValueError(f"not a JSON list: {text[:100]!r}") from None
+        else:
+            value = [v.strip() for v in text.split(",") if v.strip()]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError(f'must be "embedded", an http(s) URL or a list of them, got {value!r:.200}')
+    urls = [v.strip() for v in value]
+    if "embedded" in urls:
+        if len(urls) > 1:
+            raise ValueError('"embedded" (the in-process dev chain) cannot be listed with RPC URLs')
+        return urls
+    for url in urls:
+        if not url.lower().startswith(("http://", "https://")) or len(url) < 10:
+            raise ValueError(f"{url[:200]!r} is not an http(s) RPC URL")
+    return urls
+
+
+def chain_address(value: Any) -> str:
+    """`[chain] anchor_contract`: "" or a 0x-prefixed 20-byte hex address."""
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {value!r:.100}")
+    text = value.strip()
+    if text and (len(text) != 42 or text[:2] != "0x" or any(c not in "0123456789abcdefABCDEF" for c in text[2:])):
+        raise ValueError(f"{text[:100]!r} is not an address (0x and 40 hex digits)")
+    return text
+
+
 # keys whose values are tables, each with its own validator (ValueError -> ConfigError)
 TABLES = {("dns", "resolvers"): _dns_table("resolvers"), ("dns", "static"): _dns_table("static"),
-          ("gateway", "domains"): gateway_domains}
+          ("gateway", "domains"): gateway_domains, ("chain", "rpc_url"): chain_rpc_urls,
+          ("chain", "anchor_contract"): chain_address}
 
 
 def _coerce(section: str, key: str, value: Any, like: Any) -> Any:
