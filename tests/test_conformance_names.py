@@ -261,6 +261,7 @@ def fx(kubo, tmp_path_factory):
     for name in ("examples", "forced", "too-large", "newlines", "good-codes", "bad-codes"):
         setattr(f, name.replace("-", "_"), CID.parse(resolve(kubo, f"/ipfs/{f.redirects}/{name}")).v1().encode())
     f.custom = {code: resolve(kubo, f"/ipfs/{f.redirects}/examples/{code}.html") for code in (404, 410, 451)}
+    assert f.custom[404] == "Qmd9GD7Bauh6N2ZLfNnYS3b7QVAijbud83b8GE8LPMNBBP"  # the suite's literal Etag (t0109)
     f.examples_v0 = resolve(kubo, f"/ipfs/{f.redirects}/examples")
     # fixtures/redirects_file/README.md: redirects-spa.car (a single-page app)
     # (the README's unquoted `echo $REDIRECTS` would join the lines; boxo's tests of the CAR need the rule)
