@@ -6,6 +6,7 @@
 #     playwright-core (cached in ~/.cache/hearth/pwcore)
 #   - for the HTTP-only IPFS client test: Node 22 and npm @helia/verified-fetch (cached in
 #     ~/.cache/hearth/verified-fetch)
+#   - for anchoring: npm anvil, solc-js and @openzeppelin/merkle-tree (cached in ~/.cache/hearth/chain)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -79,6 +80,24 @@ if [ "$(cat "$VF/.hearth-installed" 2>/dev/null)" != "$VF_PKGS" ] && command -v 
     echo "$VF_PKGS" > "$VF/.hearth-installed"
   else
     echo "could not install verified-fetch and Node 22: its test will be skipped" >&2
+  fi
+fi
+# On-chain anchoring (chain/, tests/test_anchor_contract.py, test_merkle.py): anvil (its npm
+# package ships the linux binary; npm 11 skips the postinstall, the binary still arrives), solc-js
+# for scripts/compile-contracts, and @openzeppelin/merkle-tree as the reference Merkle tree.
+# Cached in ~/.cache/hearth/chain, never in the repo; the stamp holds the pins.
+CHAIN="${HEARTH_CHAIN_TOOLS_DIR:-$HOME/.cache/hearth/chain}"
+CHAIN_PKGS="@foundry-rs/anvil@1.7.1 solc@0.8.37 @openzeppelin/merkle-tree@1.0.8"
+if [ "$(cat "$CHAIN/.hearth-installed" 2>/dev/null)" != "$CHAIN_PKGS" ] && command -v npm >/dev/null; then
+  echo "installing npm $CHAIN_PKGS into $CHAIN (first run only)..." >&2
+  mkdir -p "$CHAIN"
+  echo '{"name": "hearth-chain", "private": true}' > "$CHAIN/package.json"
+  # shellcheck disable=SC2086
+  if npm install --prefix "$CHAIN" --save-exact --no-audit --no-fund --loglevel=error $CHAIN_PKGS >/dev/null 2>&1 \
+      && "$CHAIN/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil" --version >/dev/null 2>&1; then
+    echo "$CHAIN_PKGS" > "$CHAIN/.hearth-installed"
+  else
+    echo "could not install $CHAIN_PKGS: the anchoring tests will fail" >&2
   fi
 fi
 echo "test dependencies ready: $(.venv/bin/python --version), $("$KUBO" version)" >&2
