@@ -15,10 +15,12 @@ pragma solidity ^0.8.20;
 /// (2,100 gas) on every anchor, tie the contract to one key, and stop several nodes from
 /// sharing one deployment; it buys nothing.
 ///
-/// Storage, defended with gas (measured on anvil 1.7.1 and eth-tester, see README "Anchoring"):
+/// Storage, defended with gas (measured on anvil 1.7.1 and eth-tester, tests/test_anchor_contract.py):
+/// an anchor transaction costs 45,874 gas for a new root whatever the batch size (0.70 gas per
+/// CID at 65,536 CIDs), 24,130 for a root already anchored.
 ///  - ONE slot per new root: `mapping(bytes32 => uint64)`, a zero -> non-zero SSTORE (22,100 gas
 ///    with the cold access). It is what lets a contract read `anchoredAt` (logs are invisible to
-///    the EVM); without it an anchor would cost ~23.8k gas (an event only) instead of ~46k. A
+///    the EVM); without it an anchor would cost ~23.8k gas (an event only) instead of ~45.9k. A
 ///    uint64 block number is all that is kept: no sender, no timestamp (the block has it), no
 ///    array of roots (an append would be a second SSTORE of 22.1k + 5k for the length).
 ///  - Re-anchoring an existing root writes nothing and emits nothing (one SLOAD, 2,100 gas, then
