@@ -143,11 +143,13 @@ def batch_txs(store: MetadataStore, batch_id: int) -> list[dict]:
         f"SELECT {', '.join(cols)} FROM anchor_txs WHERE batch_id = ? ORDER BY sent_at", [batch_id]).fetchall()]
 
 
-def in_flight_nonces(store: MetadataStore, chain_id: int, genesis_hash: str, account: str) -> list[int]:
-    """Nonces held by this account's batches not yet confirmed on this chain."""
+def in_flight_nonces(store: MetadataStore, chain_id: int, genesis_hash: str, account: str,
+                     but: int | None = None) -> list[int]:
+    """Nonces held by this account's batches (but batch `but`) not yet confirmed on this chain."""
     return [r[0] for r in store.db.execute(
         "SELECT nonce FROM anchor_batches WHERE state IN ('batched', 'submitted') AND nonce IS NOT NULL "
-        "AND chain_id = ? AND genesis_hash = ? AND account = ?", [chain_id, genesis_hash, account]).fetchall()]
+        "AND chain_id = ? AND genesis_hash = ? AND account = ? AND id IS NOT ?",
+        [chain_id, genesis_hash, account, but]).fetchall()]
 
 
 def get_nonce(store: MetadataStore, chain_id: int, genesis_hash: str, account: str) -> int | None:
@@ -211,9 +213,9 @@ def unmine(store: MetadataStore, batch_id: int, keep_nonce: bool) -> None:
             store.db.execute("UPDATE anchor_batches SET state = 'submitted', block_number = NULL, block_hash = NULL, "
                              "confirmed_at = NULL, reorged = reorged + 1 WHERE id = ?", [batch_id])
         else:
+            # nonce and tx kept: sent again as the very same transaction if its nonce is free again
             store.db.execute("UPDATE anchor_batches SET state = 'batched', block_number = NULL, block_hash = NULL, "
-                             "confirmed_at = NULL, submitted_at = NULL, tx_hash = NULL, reorged = reorged + 1 "
-                             "WHERE id = ?", [batch_id])
+                             "confirmed_at = NULL, submitted_at = NULL, reorged = reorged + 1 WHERE id = ?", [batch_id])
         store.db.execute("UPDATE anchor_queue SET state = 'batched' WHERE batch_id = ?", [batch_id])
 
 

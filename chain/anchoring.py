@@ -55,12 +55,11 @@ from storage.metadata import MetadataStore
 
 from . import anchor_store as db
 from .merkle import MerkleTree
+from .verify import PROOF_FORMAT, TREE_FORMAT
 
 log = logging.getLogger("hearth.anchor")
 
 FEE_BUMP_NUM, FEE_BUMP_DEN = 9, 8  # +12.5 %: geth and anvil want at least +10 % on both fees
-PROOF_FORMAT = "hearth-anchor-proof/1"
-TREE_FORMAT = 'OpenZeppelin StandardMerkleTree, leaf encoding ["bytes"] (binary CIDv1)'
 DEV_NOTE = ("ephemeral dev chain (in-process, lost when the node stops): this proof only shows the node's "
             "own bookkeeping; it becomes stale at the next restart")
 
@@ -322,7 +321,7 @@ class Anchorer:
         if replaying:
             nonce, max_fee, priority = batch["nonce"], batch["max_fee"], batch["priority_fee"]
         else:
-            nonce = await self._next_nonce()
+            nonce = await self._next_nonce(batch["id"])
             max_fee, priority = await self._fees()
         tx = chain.contract.build_anchor_tx(root, nonce, max_fee, priority)
         signed = account.sign_transaction(tx)
@@ -345,11 +344,12 @@ class Anchorer:
                 return  # mined already, or taken: the next step's lookup decides
             raise
 
-    async def _next_nonce(self) -> int:
+    async def _next_nonce(self, batch_id: int) -> int:
+        """The account's pending nonce, above every nonce our other unconfirmed batches hold."""
         ident = self.ident
         pending = await self.chain.w3.eth.get_transaction_count(ident["account"], "pending")
         held = await self.store.run(db.in_flight_nonces, self.store, ident["chain_id"], ident["genesis_hash"],
-                                    ident["account"])
+                                    ident["account"], batch_id)
         return max([pending] + [n + 1 for n in held])
 
     async def _fees(self, at_least: tuple[int, int] | None = None) -> tuple[int, int]:

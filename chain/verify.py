@@ -30,6 +30,7 @@ from typing import Any
 from .merkle import leaf_hash, verify_proof
 
 PROOF_FORMAT = "hearth-anchor-proof/1"
+TREE_FORMAT = 'OpenZeppelin StandardMerkleTree, leaf encoding ["bytes"] (binary CIDv1)'
 CHECKS = ("format", "path", "chain", "root_on_chain", "block", "confirmations")
 _B32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _ADDR = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -40,6 +41,8 @@ def _format_errors(proof: Any) -> str | None:
         return "the proof is not a JSON object"
     if proof.get("format") != PROOF_FORMAT:
         return f"format is {proof.get('format')!r}, this verifier reads {PROOF_FORMAT!r}"
+    if proof.get("tree") != TREE_FORMAT:
+        return f"tree is {proof.get('tree')!r}, this verifier reads {TREE_FORMAT!r}"
     for name in ("root", "genesis_hash", "tx_hash", "block_hash"):
         if not isinstance(proof.get(name), str) or not _B32.match(proof[name]):
             return f"{name} must be a 0x-prefixed 32-byte hex string"

@@ -125,3 +125,183 @@ async def test_batch_of_one_and_its_proof(harness, anvil):
     result = await verify_proof_document(proof, anvil.rpc_url)
     assert result["verified"], result
     assert h.events(proof["root"]) == 1
+
+
+TAMPER = [  # field, new value (a function of the proof), the check that must fail
+    ("format", lambda p: "hearth-anchor-proof/2", "format"),
+    ("tree", lambda p: "sha256 tree", "format"),
+    ("leaf", lambda p: str(CID.from_digest(b"not in the batch")), "path"),
+    ("root", lambda p: "0x" + "ab" * 32, "path"),
+    ("path", lambda p: ["0x" + "cd" * 32] + p["path"][1:], "path"),
+    ("path", lambda p: p["path"] + ["0x" + "cd" * 32], "path"),
+    ("chain_id", lambda p: p["chain_id"] + 1, "chain"),
+    ("genesis_hash", lambda p: "0x" + "11" * 32, "chain"),
+    ("contract", lambda p: "0x" + "22" * 20, "root_on_chain"),
+    ("block_number", lambda p: p["block_number"] - 1, "root_on_chain"),
+    ("block_number", lambda p: p["block_number"] + 1000, "root_on_chain"),
+    ("tx_hash", lambda p: "0x" + "33" * 32, "block"),
+    ("block_hash", lambda p: "0x" + "44" * 32, "block"),
+]
+
+
+async def test_every_field_tampered_fails_with_its_reason(harness, anvil):
+    h = harness()
+    keys = cids(5, "tamper")
+    h.enqueue(keys)
+    await h.anchorer.start()
+    await h.confirmed(5)
+    proof = await h.proof(keys[2])
+    assert len(proof["path"]) >= 2
+    good = await verify_proof_document(proof, anvil.rpc_url)
+    assert good["verified"] and good["error"] is None and all(good["checks"].values()), good
+    seen = set()
+    for field, change, check in TAMPER:
+        bad = copy.deepcopy(proof)
+        bad[field] = change(proof)
+        result = await verify_proof_document(bad, anvil.rpc_url)
+        assert not result["verified"], (field, result)
+        assert result["checks"][check] is False, (field, result)
+        assert result["error"].startswith(f"{check}: "), (field, result)
+        seen.add(field)
+    assert seen == set(proof) - {"dev"}  # `dev` (and a dev proof's `note`) are the node's words, not checked
+    # too few confirmations: the block is the head
+    result = await verify_proof_document(proof, anvil.rpc_url, min_confirmations=5)
+    assert result["checks"]["confirmations"] is False and result["error"].startswith("confirmations: ")
+    anvil.mine(4)
+    assert (await verify_proof_document(proof, anvil.rpc_url, min_confirmations=5))["verified"]
+    # wrong RPC: nothing listening
+    result = await verify_proof_document(proof, "http://127.0.0.1:9")
+    assert not result["verified"] and result["error"].startswith("chain: RPC error")
+
+
+async def test_batch_of_1000_checked_by_the_contract(harness, anvil):
+    h = harness()
+    keys = cids(1000, "k")
+    h.enqueue(keys)
+    started = time.monotonic()
+    await h.anchorer.start()
+    st = await h.confirmed(1000)
+    assert st["batches"]["confirmed"] == 1 and st["queue"]["queued"] == 0
+    chain = h.anchorer.chain
+    for key in keys[::97]:
+        proof = await h.proof(key)
+        root, path = bytes.fromhex(proof["root"][2:]), [bytes.fromhex(p[2:]) for p in proof["path"]]
+        leaf = leaf_hash(CID.parse(key).to_bytes())
+        assert len(path) == 10
+        assert await chain.contract.verify(path, root, leaf)
+        assert await chain.contract.verify_anchored(path, root, leaf) == proof["block_number"]
+        assert not await chain.contract.verify(path, root, leaf_hash(b"other"))
+        assert (await verify_proof_document(proof, anvil.rpc_url))["verified"]
+    assert h.events(proof["root"]) == 1
+    print(f"1,000 CIDs enqueued -> confirmed in {time.monotonic() - started:.2f} s")
+
+
+@pytest.mark.skipif(os.environ.get("HEARTH_SLOW_TESTS") == "0", reason="HEARTH_SLOW_TESTS=0")
+async def test_batch_of_65536(harness, anvil):
+    h = harness(batch_max=65536)
+    keys = cids(65536, "big")
+    h.enqueue(keys)
+    started = time.monotonic()
+    await h.anchorer.start()
+    st = await h.confirmed(65536, timeout=120)
+    took = time.monotonic() - started
+    assert st["batches"]["confirmed"] == 1
+    proof = await h.proof(keys[12345])
+    assert len(proof["path"]) == 16
+    assert (await verify_proof_document(proof, anvil.rpc_url))["verified"]
+    assert h.events(proof["root"]) == 1
+    print(f"65,536 CIDs enqueued -> confirmed in {took:.2f} s; gas {st['gas_used']}")
+
+
+async def test_batches_close_at_batch_max(harness, anvil):
+    h = harness(batch_max=100, batch_interval_s=3600)
+    h.enqueue(cids(250, "max"))
+    await h.anchorer.start()
+    st = await h.confirmed(200)
+    assert st["batches"]["confirmed"] == 2 and st["queue"]["queued"] == 50  # the rest waits for the interval
+
+
+async def test_rpc_down_then_anvil_restarted_with_its_state(harness, anvil_factory, tmp_path):
+    """anvil stopped while a batch is in flight, CIDs queued meanwhile; anvil restarted with
+    --state: every CID ends up in exactly one confirmed batch, each root anchored once."""
+    chain = anvil_factory(state_path=tmp_path / "anvil-state.json")
+    h = Harness(tmp_path / "h", chain, confirmations=3)
+    try:
+        first = cids(20, "before")
+        h.enqueue(first)
+        await h.anchorer.start()
+        await h.until(lambda: _submitted(h))  # sent, waiting for 3 confirmations
+        chain.stop()  # SIGTERM: anvil dumps its state
+        h.enqueue(cids(30, "during"))
+        await h.until(lambda: _async(h.anchorer.state == "backoff"))
+        await asyncio.sleep(1.0)
+        st = await h.store.run(db.status, h.store)
+        assert st["queue"]["confirmed"] == 0
+        chain.start()
+        for _ in range(100):
+            chain.mine(1)
+            st = await h.store.run(db.status, h.store)
+            if st["queue"]["confirmed"] == 50:
+                break
+            await asyncio.sleep(0.2)
+        assert st["queue"]["confirmed"] == 50 and st["queue"]["queued"] == 0, st
+        for batch in await h.store.run(db.batches_in, h.store, "confirmed"):
+            assert h.events("0x" + bytes(batch["root"]).hex()) == 1
+        assert (await verify_proof_document(await h.proof(first[0]), chain.rpc_url))["verified"]
+    finally:
+        await h.close()
+
+
+async def _submitted(h) -> bool:
+    return bool(await h.store.run(db.batches_in, h.store, "submitted"))
+
+
+async def _async(value):
+    return value
+
+
+async def test_reorg_drops_an_anchored_batch_which_is_anchored_again(harness, anvil):
+    h = harness()
+    keys = cids(8, "reorg")
+    h.enqueue(keys)
+    await h.anchorer.start()
+    await h.confirmed(8)
+    before = await h.proof(keys[0])
+    assert (await verify_proof_document(before, anvil.rpc_url))["verified"]
+    assert anvil.block_number() == before["block_number"]
+    anvil.reorg(1)  # the anchoring block replaced by an empty one: the transaction is gone
+    result = await verify_proof_document(before, anvil.rpc_url)
+    assert not result["verified"] and result["checks"]["root_on_chain"] is False
+    # the batcher sees it, sends the same root again, and it is confirmed in a new block
+
+    async def reanchored():
+        info = await h.store.run(db.anchor_of, h.store, CID.parse(keys[0]).v1().encode())
+        b = info["batch"]
+        return b if b["state"] == "confirmed" and b["block_hash"] != before["block_hash"] else None
+
+    batch = await h.until(reanchored)
+    assert batch["reorged"] >= 1
+    after = await h.proof(keys[0])
+    assert after["root"] == before["root"] and after["path"] == before["path"]
+    assert (await verify_proof_document(after, anvil.rpc_url))["verified"]
+    assert h.events(after["root"]) == 1
+
+
+async def test_stuck_transaction_replaced_with_a_fee_bump(harness, anvil):
+    h = harness()
+    h.anchorer.replace_after = 0.5
+    await h.anchorer.start()
+    await h.until(lambda: _async(h.anchorer.state == "running"))  # contract deployed
+    anvil.set_automine(False)
+    h.enqueue(cids(3, "stuck"))
+    await h.until(lambda: _async(h.anchorer.replacements >= 1))
+    [batch] = await h.store.run(db.batches_in, h.store, "submitted")
+    txs = await h.store.run(db.batch_txs, h.store, batch["id"])
+    assert len(txs) >= 2 and len({t["nonce"] for t in txs}) == 1
+    assert txs[1]["max_fee"] > txs[0]["max_fee"] and txs[1]["priority_fee"] > txs[0]["priority_fee"]
+    anvil.set_automine(True)
+    anvil.mine(1)
+    await h.confirmed(3)
+    [batch] = await h.store.run(db.batches_in, h.store, "confirmed")
+    assert batch["tx_hash"] == txs[-1]["tx_hash"] or batch["tx_hash"] in {t["tx_hash"] for t in txs}
+    assert h.events("0x" + bytes(batch["root"]).hex()) == 1
