@@ -143,9 +143,10 @@ def _is_ip(name: str) -> bool:
     return True
 
 
-def chain_rpc_urls(value: Any) -> list[str]:
+def chain_rpc_urls(value: Any) -> str | list[str]:
     """`[chain] rpc_url`: one URL or a list (tried in order on failure), or "embedded" alone.
-    From the environment: comma-separated, or a JSON list."""
+    From the environment: comma-separated, or a JSON list. One URL stays a string, several are
+    a list (chain.provider.rpc_urls reads both)."""
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
@@ -161,11 +162,11 @@ def chain_rpc_urls(value: Any) -> list[str]:
     if "embedded" in urls:
         if len(urls) > 1:
             raise ValueError('"embedded" (the in-process dev chain) cannot be listed with RPC URLs')
-        return urls
+        return "embedded"
     for url in urls:
         if not url.lower().startswith(("http://", "https://")) or len(url) < 10:
             raise ValueError(f"{url[:200]!r} is not an http(s) RPC URL")
-    return urls
+    return urls[0] if len(urls) == 1 else urls
 
 
 def chain_address(value: Any) -> str:

@@ -257,7 +257,10 @@ def test_chain_config_keys():
     c = load_config(None, env={"HEARTH_CHAIN_RPC_URL": "https://a.example/k, http://127.0.0.1:8545"})["chain"]
     assert c["rpc_url"] == ["https://a.example/k", "http://127.0.0.1:8545"]
     c = load_config(None, env={"HEARTH_CHAIN_RPC_URL": '["https://a.example"]'})["chain"]
-    assert c["rpc_url"] == ["https://a.example"]
+    assert c["rpc_url"] == "https://a.example"
+    from chain.provider import rpc_urls
+
+    assert rpc_urls("https://a.example") == ["https://a.example"] and rpc_urls(["a", "b"]) == ["a", "b"]
     for var, value in [("RPC_URL", "embedded,https://a.example"), ("RPC_URL", "ws://x.example"),
                        ("ANCHOR_CONTRACT", "0x1234"), ("BATCH_MAX", "0"), ("CONFIRMATIONS", "-1"),
                        ("MAX_FEE_GWEI", "0")]:
