@@ -149,6 +149,7 @@ class Anchorer:
         self.reorg_window = reorg_window
         self.max_backoff = max_backoff
         self._open_chain = open_chain
+        self._bridge = None
         self.rpc_for_others = ""  # an RPC URL other processes may verify against (the dev chain's bridge)
         self.chain = None
         self.ident: dict | None = None
@@ -183,6 +184,10 @@ class Anchorer:
 
     async def _close_chain(self) -> None:
         chain, self.chain = self.chain, None
+        bridge, self._bridge = self._bridge, None
+        if bridge is not None:
+            await bridge.stop()
+            self.rpc_for_others = ""
         if chain is not None:
             try:
                 out = chain.close()
@@ -198,6 +203,11 @@ class Anchorer:
         self.state = "connecting"
         chain = await opener(self.cfg, self.data_dir)
         self.chain = chain
+        if chain.dev:  # other processes reach the in-process chain through a read-only loopback endpoint
+            from .dev_rpc import DevRPC
+
+            self._bridge = DevRPC(chain.w3)
+            self.rpc_for_others = await self._bridge.start()
         account = chain.account.address
         contract = chain.contract.address
         # the chain's own rule (0 on the embedded dev chain: mined is enough) over the config's

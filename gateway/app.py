@@ -18,7 +18,9 @@ from storage.metadata import MetadataStore
 from storage.pin_worker import PinWorker
 from storage.reconcile import Reconciler
 
-from . import content_api, names_api, operator_api, ops, origins, psa, routing_api
+from chain.anchoring import Anchorer
+
+from . import anchors_api, content_api, names_api, operator_api, ops, origins, psa, routing_api
 from .cache import ResponseCache, SharedGeneration
 from .config import Config, ConfigError
 from .cors import cors_middleware
@@ -215,6 +217,8 @@ def create_app(config: Config, engine: StorageEngine | None = None, *, backgroun
     setup_ipns(app, config)
     # a damaged block must not be served from memory either
     app[SCRUBBER] = make_scrubber(config, app[ENGINE], on_corrupt=lambda _report: app[CACHE].invalidate_everywhere())
+    # on-chain anchoring of every stored CID (chain/anchoring.py): a leader service
+    anchorer = Anchorer(app[STORE], config["chain"], config.data_dir, metrics=metrics) if background else None
 
     async def store_ctx(app: web.Application):
         store = app[STORE]
@@ -239,6 +243,7 @@ def create_app(config: Config, engine: StorageEngine | None = None, *, backgroun
         process that leads from the start runs it before it accepts requests."""
         services = [app[RECONCILED], app[PIN_WORKER], app[COLLECTOR]] + ([app[SCRUBBER]] if app[SCRUBBER] else [])
         services.append(app[REPUBLISHER])  # keeps the node's own IPNS records from expiring
+        services.append(anchorer)  # batches queued CIDs onto the chain
 
         async def start():
             for service in services:
@@ -283,6 +288,8 @@ def create_app(config: Config, engine: StorageEngine | None = None, *, backgroun
     psa.setup(app)
     routing_api.setup(app, node_peer_id(config.data_dir, keyring_for(config)))
     names_api.setup(app)
+    anchors_api.setup(app, anchorer)
     register_service_metrics(app)
     register_scrub_metrics(app)
+    anchors_api.register_metrics(app)
     return app

@@ -553,6 +553,76 @@ def _psa_paths() -> dict:
     }
 
 
+def _anchor_schemas() -> dict:
+    b32 = {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$"}
+    nullable_b32 = {**b32, "nullable": True}
+    check = {"type": "boolean", "nullable": True, "description": "true passed, false failed, null not reached"}
+    return {
+        "AnchorProof": {
+            "type": "object", "description": "An anchor proof: checkable with nothing but an RPC URL "
+                                             "(`hearth anchor verify PROOF.json --rpc URL`, or POST /api/v1/anchors/verify)",
+            "required": ["format", "tree", "leaf", "root", "path", "chain_id", "genesis_hash", "contract", "tx_hash",
+                         "block_number", "block_hash", "dev"],
+            "properties": {
+                "format": {"type": "string", "enum": ["hearth-anchor-proof/1"]},
+                "tree": {"type": "string"},
+                "leaf": {"type": "string", "description": "the content root's CIDv1 (its binary form is the leaf value)"},
+                "root": b32, "path": {"type": "array", "items": b32, "maxItems": 256},
+                "chain_id": {"type": "integer", "nullable": True}, "genesis_hash": nullable_b32,
+                "contract": {"type": "string", "nullable": True, "pattern": "^0x[0-9a-fA-F]{40}$"},
+                "tx_hash": nullable_b32, "block_number": {"type": "integer", "nullable": True},
+                "block_hash": nullable_b32,
+                "dev": {"type": "boolean", "description": "anchored on the node's ephemeral embedded dev chain"},
+                "note": {"type": "string"}}},
+        "AnchorStatus": {
+            "type": "object", "required": ["cid", "status", "proof"],
+            "properties": {
+                "cid": {"type": "string", "description": "the CIDv1 (a CIDv0 and its CIDv1 answer the same)"},
+                "status": {"type": "string", "enum": ["queued", "submitted", "confirmed", "stale"]},
+                "proof": {"allOf": [_ref("AnchorProof")], "nullable": True,
+                          "description": "null while queued and not in a batch; chain fields null until mined"},
+                "enqueued_at": {"type": "number"},
+                "batch": {"type": "object", "nullable": True, "properties": {
+                    "id": {"type": "integer"}, "state": {"type": "string"}, "leaves": {"type": "integer"}}},
+                "chain": {"type": "object", "nullable": True, "properties": {
+                    "chain_id": {"type": "integer"}, "genesis_hash": b32, "contract": {"type": "string"},
+                    "dev": {"type": "boolean"}, "confirmations": {"type": "integer"}}},
+                "requeued": {"type": "boolean"}, "warning": {"type": "string"}}},
+        "AnchorVerification": {
+            "type": "object", "required": ["verified", "checks", "error"],
+            "properties": {
+                "verified": {"type": "boolean"},
+                "checks": {"type": "object", "required": ["format", "path", "chain", "root_on_chain", "block",
+                                                          "confirmations"],
+                           "properties": {k: check for k in ("format", "path", "chain", "root_on_chain", "block",
+                                                             "confirmations")}},
+                "error": {"type": "string", "nullable": True, "description": "<check>: <reason> of the first failure"},
+                "details": {"type": "object"}}},
+    }
+
+
+def _anchor_paths() -> dict:
+    return {
+        "/api/v1/anchors/{cid}": {"get": {
+            "summary": "A stored CID's on-chain anchoring: status and proof", "tags": ["anchors"], "security": BEARER,
+            "description": "stale: anchored on a chain that is not the node's any more (a new embedded dev chain after "
+                           "a restart); the old proof is shown, never valid, and the CID is queued again.",
+            "parameters": [CID_PARAM],
+            "responses": {"200": _json(_ref("AnchorStatus"), "the anchoring"), "400": _err("invalid CID"),
+                          **_auth_errors(), "404": _err("the CID is not stored on this node"), **_server_errors()}}},
+        "/api/v1/anchors/verify": {"post": {
+            "summary": "Check an anchor proof against the node's chain", "tags": ["anchors"], "security": BEARER,
+            "parameters": [{"name": "min_confirmations", "in": "query", "description": "default: the node's [chain] "
+                            "confirmations", "schema": {"type": "string", "pattern": "^[0-9]{1,5}$"}}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("AnchorProof")}}},
+            "responses": {"200": _json(_ref("AnchorVerification"), "the verdict, with the check that failed"),
+                          "400": _err("not a JSON object, or a bad parameter"), **_auth_errors(),
+                          "413": _err("the body is over 64 KiB"), **_server_errors(),
+                          "503": _err("the node's chain is not open yet, or the node has too many open connections",
+                                       RETRY_AFTER)}}},
+    }
+
+
 PARSER_400 = ("or a request the HTTP parser refuses before the app sees it (request line or a header "
               "over 8190 bytes, malformed syntax), answered in the node's Error shape whatever the path")
 
@@ -597,7 +667,7 @@ def openapi_document() -> dict:
                                "schema": {"type": "string", "pattern": "^[0-9]+$"}},
                 "WWWAuthenticate": {"required": True, "schema": {"type": "string"}},
             },
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **_anchor_schemas()},
         },
         "paths": {
             "/healthz": {"get": {"summary": "Liveness", "tags": ["ops"],
@@ -632,5 +702,6 @@ def openapi_document() -> dict:
                                                         [PATH_PARAM], head=True, named=True)},
             **_psa_paths(),
             **_ipns_paths(),
+            **_anchor_paths(),
         },
     })
