@@ -138,6 +138,13 @@ class AnchorContract:
                 "data": self.anchor_calldata(root), "gas": int(gas), "maxFeePerGas": int(max_fee),
                 "maxPriorityFeePerGas": int(priority_fee)}
 
+    async def estimate_anchor_gas(self, root, sender: str) -> int:
+        """eth_estimateGas for anchor(root) plus 20%: for chains whose gas also prices L1 data
+        (Arbitrum and other rollups), where the fixed ANCHOR_GAS_LIMIT may be too low."""
+        estimate = await self.w3.eth.estimate_gas({"from": sender, "to": self.address,
+                                                   "data": self.anchor_calldata(root)})
+        return int(estimate * 1.2)
+
     async def anchored_at(self, root, block_identifier="latest") -> int:
         return int(await self.contract.functions.anchoredAt(b32(root)).call(block_identifier=block_identifier))
 

@@ -107,6 +107,28 @@ async def test_deploy_anchor_verify_and_reanchor(backend):
     assert again["gasUsed"] <= REANCHOR_GAS_MAX
 
 
+async def test_state_survives_an_anvil_restart_and_gas_estimate(anvil_factory, tmp_path):
+    """The anvil fixture's --state: stop (state dumped), start (loaded), the anchor is still there."""
+    from eth_account import Account
+    from web3 import AsyncHTTPProvider, AsyncWeb3
+
+    node = anvil_factory(state_path=tmp_path / "anvil-state.json")
+    w3 = AsyncWeb3(AsyncHTTPProvider(node.rpc_url))
+    account = Account.from_key(DEV_KEY)
+    try:
+        contract = AnchorContract(w3, await deploy_anchor(w3, account), 31337)
+        root = os.urandom(32)
+        assert 45_000 < await contract.estimate_anchor_gas(root, account.address) <= 1.2 * FIRST_ANCHOR_GAS_MAX
+        block = (await _anchor(w3, account, contract, root))["blockNumber"]
+        node.stop()
+        assert (tmp_path / "anvil-state.json").exists()
+        node.start()
+        assert await contract.anchored_at(root) == block
+        assert (await contract.find_anchor(root)).block_number == block
+    finally:
+        await w3.provider.disconnect()
+
+
 async def test_zero_root_is_refused(backend):
     w3, account, _ = backend
     contract = AnchorContract(w3, await deploy_anchor(w3, account), await w3.eth.chain_id)
