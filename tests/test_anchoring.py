@@ -305,3 +305,262 @@ async def test_stuck_transaction_replaced_with_a_fee_bump(harness, anvil):
     [batch] = await h.store.run(db.batches_in, h.store, "confirmed")
     assert batch["tx_hash"] == txs[-1]["tx_hash"] or batch["tx_hash"] in {t["tx_hash"] for t in txs}
     assert h.events("0x" + bytes(batch["root"]).hex()) == 1
+
+
+class Crash(BaseException):
+    """Stops the batcher's task where it is raised, as a kill would (not an Exception: no retry)."""
+
+
+@pytest.mark.parametrize("point", ["after_prepare", "after_send", "after_mined"])
+async def test_crash_at_every_point_never_anchors_twice(harness, anvil, tmp_path, point):
+    """The batcher dies after recording the transaction but before sending it, after sending it
+    but before recording `submitted`, or after it is mined but before confirmation; a new
+    batcher on the same store finishes the job with one transaction per batch, one event per root."""
+    from chain import anchoring
+
+    h = harness(confirmations=2)
+    keys = cids(10, point)
+    h.enqueue(keys)
+    a = h.anchorer
+    if point == "after_prepare":
+        async def broadcast(self, batch, signed, tx_hash):
+            raise Crash
+        patch = ("_broadcast", broadcast)
+    elif point == "after_send":
+        real = anchoring.Anchorer._broadcast
+
+        async def broadcast(self, batch, signed, tx_hash):
+            await real(self, batch, signed, tx_hash)
+            raise Crash
+        patch = ("_broadcast", broadcast)
+    else:
+        real = anchoring.Anchorer._mined
+
+        async def mined(self, batch, found):
+            await real(self, batch, found)
+            raise Crash
+        patch = ("_mined", mined)
+    setattr(a, patch[0], patch[1].__get__(a))
+    await a.start()
+    await h.until(lambda: _async(a._task.done()))
+    assert isinstance(a._task.exception(), Crash)
+    await a.stop()
+    # a new batcher (a restarted node) on the same store and chain
+    h.anchorer = Anchorer(h.store, h.cfg, tmp_path, open_chain=h._open, poll=0.05, max_backoff=0.5)
+    await h.anchorer.start()
+    for _ in range(100):
+        anvil.mine(1)
+        st = await h.store.run(db.status, h.store)
+        if st["queue"]["confirmed"] == 10:
+            break
+        await asyncio.sleep(0.1)
+    assert st["queue"]["confirmed"] == 10 and st["batches"]["confirmed"] == 1, st
+    [batch] = await h.store.run(db.batches_in, h.store, "confirmed")
+    assert h.events("0x" + bytes(batch["root"]).hex()) == 1
+    account = h.anchorer.chain.account.address
+    assert int(anvil.rpc("eth_getTransactionCount", [account, "latest"]), 16) == 2  # the deploy and ONE anchor
+    assert (await verify_proof_document(await h.proof(keys[3]), anvil.rpc_url, min_confirmations=2))["verified"]
+
+
+# --- the node: API, SIGKILL, the embedded dev chain ----------------------------------------------------
+PASSPHRASE = "test passphrase, not a secret"
+
+
+async def _deploy(url: str) -> str:
+    chain = await anvil_chain(url)
+    try:
+        return chain.contract.address
+    finally:
+        await chain.close()
+
+
+def _node_key(data_dir: Path) -> None:
+    from chain.keystore import import_private_key
+
+    import_private_key(data_dir / "chain" / "key.json", DEV_KEY, PASSPHRASE)
+
+
+async def test_api_on_anvil(node_factory, anvil, tmp_path, monkeypatch):
+    from tests.gateway_helpers import upload
+    from tests.test_openapi_strict import _check
+
+    contract = await _deploy(anvil.rpc_url)
+    monkeypatch.setenv("HEARTH_CHAIN_PASSPHRASE", PASSPHRASE)
+    key_file = tmp_path / "key.json"
+    from chain.keystore import import_private_key
+
+    import_private_key(key_file, DEV_KEY, PASSPHRASE)
+    client = await node_factory("embedded", chain__rpc_url=[anvil.rpc_url], chain__anchor_contract=contract,
+                                chain__keystore=str(key_file), chain__batch_interval_s=1, chain__confirmations=1)
+    rec = await upload(client, b"anchor me", "a.txt", cid_version=0)
+    v0 = rec["cid"]
+    v1 = CID.parse(v0).v1().encode()
+    assert v0.startswith("Qm")
+    resp = await client.get(f"/api/v1/anchors/{v0}")
+    assert resp.status == 401
+    _check("/api/v1/anchors/{cid}", "get", resp, await resp.read())
+    first = await (await client.get(f"/api/v1/anchors/{v0}", headers=client.auth)).json()
+    assert first["status"] in ("queued", "submitted", "confirmed") and first["cid"] == v1
+    # a PSA pin of content the node has is anchored too
+    resp = await client.post("/psa/pins", data=json.dumps({"cid": "bafkqaaa"}).encode(), headers=client.auth)
+    assert resp.status == 202
+
+    async def confirmed(cid):
+        for _ in range(200):
+            resp = await client.get(f"/api/v1/anchors/{cid}", headers=client.auth)
+            if resp.status == 200:
+                body = await resp.json()
+                if body["status"] == "confirmed":
+                    _check("/api/v1/anchors/{cid}", "get", resp, json.dumps(body).encode())
+                    return body
+            await asyncio.sleep(0.1)
+        raise AssertionError(await resp.text())
+
+    by_v0, by_v1 = await confirmed(v0), await confirmed(v1)
+    assert by_v0 == by_v1 and by_v0["proof"]["leaf"] == v1 and by_v0["proof"]["dev"] is False
+    pinned = await confirmed("bafkqaaa")
+    assert pinned["proof"]["leaf"] == "bafkqaaa"
+    resp = await client.post("/api/v1/anchors/verify", data=json.dumps(by_v0["proof"]).encode(), headers=client.auth)
+    body = await resp.read()
+    _check("/api/v1/anchors/verify", "post", resp, body)
+    assert json.loads(body)["verified"], body
+    bad = dict(by_v0["proof"], leaf=str(CID.from_digest(b"x")))
+    out = await (await client.post("/api/v1/anchors/verify", data=json.dumps(bad).encode(), headers=client.auth)).json()
+    assert not out["verified"] and out["error"].startswith("path: ")
+    for url, data, status in [("/api/v1/anchors/nope", None, 400), (f"/api/v1/anchors/{CID.from_digest(b'no')}", None, 404),
+                              ("/api/v1/anchors/verify", b"[1]", 400), ("/api/v1/anchors/verify", b"{", 400)]:
+        resp = await (client.post(url, data=data, headers=client.auth) if data else client.get(url, headers=client.auth))
+        assert resp.status == status
+        _check(url if "verify" in url else "/api/v1/anchors/{cid}", "post" if data else "get", resp, await resp.read())
+    metrics = await (await client.get("/metrics")).text()
+    assert "hearth_anchor_queue_depth 0" in metrics
+    assert 'hearth_anchor_batches{state="confirmed"}' in metrics and "hearth_anchor_gas_used_total" in metrics
+    assert "hearth_anchor_enqueue_to_confirmed_seconds_count" in metrics
+
+
+def _db_batches(data_dir: Path) -> list[dict]:
+    import sqlite3
+
+    conn = sqlite3.connect(data_dir / "hearth.sqlite", timeout=10)
+    try:
+        rows = conn.execute("SELECT id, state, tx_hash, nonce FROM anchor_batches").fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        conn.close()
+    return [dict(zip(("id", "state", "tx_hash", "nonce"), r)) for r in rows]
+
+
+def _wait(predicate, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def _http(node, method: str, path: str, body: bytes | None = None):
+    import urllib.request
+
+    req = urllib.request.Request(node.url + path, data=body, method=method, headers=node.auth)
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def test_node_killed_between_send_and_confirmation(anvil, tmp_path):
+    """SIGKILL while the anchor transaction is pending (automine off), restart: the node finds its
+    transaction instead of sending another; SIGKILL again while it awaits confirmations,
+    restart: confirmed, one transaction and one Anchored event."""
+    from tests.support.node import NodeProcess
+
+    contract = asyncio.run(_deploy(anvil.rpc_url))
+    data_dir = tmp_path / "data"
+    _node_key(data_dir)
+    env = {"HEARTH_CHAIN_RPC_URL": anvil.rpc_url, "HEARTH_CHAIN_ANCHOR_CONTRACT": contract,
+           "HEARTH_CHAIN_PASSPHRASE": PASSPHRASE, "HEARTH_CHAIN_BATCH_INTERVAL_S": "1",
+           "HEARTH_CHAIN_CONFIRMATIONS": "3"}
+    node = NodeProcess(data_dir, env=env).start()
+    try:
+        anvil.set_automine(False)
+        cids_ = [_http(node, "POST", f"/api/v1/content?filename=f{i}", f"kill {i}".encode())["cid"] for i in range(5)]
+        _wait(lambda: [b for b in _db_batches(data_dir) if b["tx_hash"]])
+        time.sleep(0.3)
+        node.kill()  # the transaction is in anvil's pool, not mined
+        [batch] = _db_batches(data_dir)
+        assert batch["state"] in ("batched", "submitted")
+        assert len(anvil.rpc("txpool_content")["pending"]) == 1
+        node.start()
+        _wait(lambda: _db_batches(data_dir)[0]["state"] == "submitted")
+        anvil.mine(1)  # mined; 1 of 3 confirmations
+        time.sleep(1.0)
+        node.kill()
+        node.start()
+        anvil.set_automine(True)
+        anvil.mine(2)
+
+        def confirmed():
+            out = [_http(node, "GET", f"/api/v1/anchors/{c}") for c in cids_]
+            return out if all(o["status"] == "confirmed" for o in out) else None
+
+        answers = _wait(confirmed)
+        roots = {a["proof"]["root"] for a in answers}
+        assert len(roots) == 1
+        topic = "0x" + __import__("eth_hash.auto", fromlist=["keccak"]).keccak(b"Anchored(bytes32,address)").hex()
+        logs = anvil.rpc("eth_getLogs", [{"fromBlock": "0x0", "toBlock": "latest", "topics": [topic, roots.pop()]}])
+        assert len(logs) == 1
+        from eth_account import Account
+
+        sent = int(anvil.rpc("eth_getTransactionCount", [Account.from_key(DEV_KEY).address, "latest"]), 16)
+        assert sent == 2  # the deploy and one anchor
+        assert answers[0]["proof"]["tx_hash"] == batch["tx_hash"]
+        out = subprocess.run([sys.executable, "-m", "gateway.cli", "anchor", "status", "--data-dir", str(data_dir)],
+                             cwd=ROOT, capture_output=True, text=True, env=node.env, timeout=60)
+        assert "1 confirmed, 0 stale" in out.stdout, out
+    finally:
+        node.stop()
+
+
+def test_embedded_dev_chain_end_to_end_with_a_restart(tmp_path):
+    """The default, rpc_url = "embedded": anchored and verified (API, and the CLI through the dev
+    chain's loopback RPC); after a restart (a new dev chain) the old proof is stale, never valid,
+    and the content is anchored again on the new chain."""
+    from tests.support.node import NodeProcess
+
+    data_dir = tmp_path / "data"
+    node = NodeProcess(data_dir, env={"HEARTH_CHAIN_BATCH_INTERVAL_S": "1"}).start()
+    try:
+        cid = _http(node, "POST", "/api/v1/content?filename=dev.txt", b"dev chain")["cid"]
+        first = _wait(lambda: (lambda a: a if a["status"] == "confirmed" else None)(
+            _http(node, "GET", f"/api/v1/anchors/{cid}")))
+        proof = first["proof"]
+        assert proof["dev"] is True and "ephemeral" in proof["note"] and first["chain"]["dev"] is True
+        for _ in range(4):  # any worker answers
+            assert _http(node, "POST", "/api/v1/anchors/verify", json.dumps(proof).encode())["verified"]
+        (tmp_path / "proof.json").write_text(json.dumps(proof))
+        status = json.loads(subprocess.run([sys.executable, "-m", "gateway.cli", "anchor", "status", "--json",
+                                            "--data-dir", str(data_dir)], cwd=ROOT, capture_output=True, text=True,
+                                           timeout=60).stdout)
+        rpc = status["chain"]["rpc"]
+        out = subprocess.run([sys.executable, "-m", "gateway.cli", "anchor", "verify", str(tmp_path / "proof.json"),
+                              "--rpc", rpc], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and out.stdout.strip().endswith("verified"), out
+        node.stop()
+        # a new dev chain; batches closing only hourly: the CID waits, stale
+        node.env["HEARTH_CHAIN_BATCH_INTERVAL_S"] = "3600"
+        node.start()
+        stale = _http(node, "GET", f"/api/v1/anchors/{cid}")
+        assert stale["status"] == "stale" and stale["requeued"] is True
+        assert stale["proof"]["genesis_hash"] == proof["genesis_hash"] != stale["chain"]["genesis_hash"]
+        result = _http(node, "POST", "/api/v1/anchors/verify", json.dumps(proof).encode())
+        assert not result["verified"] and result["error"].startswith("chain: ")
+        node.stop()
+        node.env["HEARTH_CHAIN_BATCH_INTERVAL_S"] = "1"
+        node.start()
+        again = _wait(lambda: (lambda a: a if a["status"] == "confirmed" else None)(
+            _http(node, "GET", f"/api/v1/anchors/{cid}")))
+        assert again["proof"]["genesis_hash"] == again["chain"]["genesis_hash"] != proof["genesis_hash"]
+        assert _http(node, "POST", "/api/v1/anchors/verify", json.dumps(again["proof"]).encode())["verified"]
+    finally:
+        node.stop()
