@@ -189,7 +189,8 @@ async def open_chain(chain_cfg: Mapping[str, Any], data_dir: str | Path,
         return await _open_embedded(chain_cfg, max_fee_wei)
     from .keystore import load_node_account
 
-    account = load_node_account(chain_cfg, data_dir, env)  # before any network: a bad passphrase fails fast
+    # before any network, so a bad passphrase fails fast; in a thread: scrypt holds the CPU ~0.7 s
+    account = await asyncio.to_thread(load_node_account, chain_cfg, data_dir, env)
     w3 = await connect(urls, float(chain_cfg.get("rpc_timeout", 10)), int(chain_cfg.get("chain_id") or 0))
     try:
         chain_id = int(await w3.eth.chain_id)

@@ -146,8 +146,6 @@ def test_passphrase_sources(env, tmp_path, capsys):
 def test_deploy_cli_and_nothing_secret_anywhere(env, anvil, capsys, caplog, monkeypatch):
     """`hearth anchor deploy` on anvil with an imported key; then every log line, every output and
     every file of the data dir is searched for the key and the passphrase."""
-    from chain.contract import AnchorContract  # noqa: F401 - loaded before the log capture
-
     with caplog.at_level(logging.DEBUG):
         assert hearth("key", "import", "--data-dir", str(env), stdin=DEV_KEY, monkeypatch=monkeypatch) == 0
         assert hearth("anchor", "deploy", "--rpc", anvil.rpc_url, "--data-dir", str(env)) == 0
