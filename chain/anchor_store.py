@@ -90,6 +90,12 @@ def requeue_stale(store: MetadataStore, batch_id: int, chain_id: int, genesis_ha
         return _requeue_batch(store, batch_id, time.time())
 
 
+def has_work(store: MetadataStore) -> bool:
+    """Anything queued or batched, ever: the batcher opens the chain only then (a confirmed batch
+    counts: after a restart on a new dev chain it is stale, and its CIDs are anchored again)."""
+    return store.db.execute("SELECT EXISTS (SELECT 1 FROM anchor_queue)").fetchone()[0] == 1
+
+
 # --- the queue ----------------------------------------------------------------------------------
 def queue_state(store: MetadataStore) -> dict:
     """{"depth": queued CIDs, "oldest": enqueued_at of the oldest queued (or None)}."""

@@ -154,7 +154,7 @@ class Anchorer:
         self.chain = None
         self.ident: dict | None = None
         self.trees = TreeCache()
-        self.state = "stopped"  # stopped, connecting, running, backoff
+        self.state = "stopped"  # stopped, idle (nothing to anchor, chain not opened), connecting, running, backoff
         self.last_error: str | None = None
         self.sent = self.replacements = self.reorgs = self.steps = 0
         self._task: asyncio.Task | None = None
@@ -234,6 +234,11 @@ class Anchorer:
         while True:
             try:
                 if self.chain is None:
+                    if not await self.store.run(db.has_work, self.store):
+                        # nothing stored yet: web3 and the chain stay unloaded (~70 MiB with the dev chain)
+                        self.state = "idle"
+                        await self._sleep(max(self.poll, 1.0))
+                        continue
                     await self._connect()
                 self.state = "running"
                 await self.step()
@@ -255,11 +260,14 @@ class Anchorer:
                 wait, backoff = backoff, min(backoff * 2, self.max_backoff)
                 if self.chain is not None and _is_connection_error(exc):
                     await self._close_chain()  # reopen: provider.py fails over between rpc_url entries
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), wait)
-            except asyncio.TimeoutError:
-                pass
+            await self._sleep(wait)
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
     # --- one step ----------------------------------------------------------------------------------
     async def step(self) -> None:

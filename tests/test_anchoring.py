@@ -290,10 +290,10 @@ async def test_reorg_drops_an_anchored_batch_which_is_anchored_again(harness, an
 async def test_stuck_transaction_replaced_with_a_fee_bump(harness, anvil):
     h = harness()
     h.anchorer.replace_after = 0.5
-    await h.anchorer.start()
-    await h.until(lambda: _async(h.anchorer.state == "running"))  # contract deployed
+    h.contract = await _deploy(anvil.rpc_url)
     anvil.set_automine(False)
     h.enqueue(cids(3, "stuck"))
+    await h.anchorer.start()
     await h.until(lambda: _async(h.anchorer.replacements >= 1))
     [batch] = await h.store.run(db.batches_in, h.store, "submitted")
     txs = await h.store.run(db.batch_txs, h.store, batch["id"])
