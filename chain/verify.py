@@ -12,14 +12,15 @@ unusable). What each one establishes:
 - path: the Merkle path takes the leaf (the binary CIDv1 of `leaf`, hashed as an OpenZeppelin
   StandardMerkleTree leaf) to `root` (computed here, no chain call).
 - chain: the RPC serves the proof's chain: eth_chainId is `chain_id` and block 0 hashes to
-  `genesis_hash` (a proof from an ephemeral dev chain that no longer exists fails here).
+  `genesis_hash` (a proof from an ephemeral dev chain that no longer exists fails here); and
+  `dev` (the node's embedded eth-tester chain) agrees with web3_clientVersion, when it answers.
 - root_on_chain: the contract at `contract` says, as of `block_number`, that `root` was first
   anchored at `block_number` (anchoredAt).
 - block: `block_hash` is the canonical block at `block_number`, and `tx_hash` is a successful
   transaction in it that emitted the contract's Anchored(root) event.
 - confirmations: head - block_number + 1 >= min_confirmations.
 
-`dev` and `note` are the node's words about its chain, shown, not checked.
+`note` is the node's words about its chain, shown, not checked.
 """
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ def _format_errors(proof: Any) -> str | None:
         return "path must be a list of 0x-prefixed 32-byte hex strings"
     if not isinstance(proof.get("contract"), str) or not _ADDR.match(proof["contract"]):
         return "contract must be a 0x-prefixed 20-byte address"
+    if "dev" in proof and not isinstance(proof["dev"], bool):
+        return "dev must be true or false"
     for name in ("chain_id", "block_number"):
         if type(proof.get(name)) is not int or proof[name] < 0:
             return f"{name} must be a non-negative integer"
@@ -134,6 +137,15 @@ async def _chain_checks(w3, proof, root: bytes, min_confirmations: int, checks, 
                       "(another chain with the same id, or a dev chain that no longer exists)")
     else:
         checks["chain"] = True
+    if checks["chain"] is True and isinstance(proof.get("dev"), bool):
+        # `dev` says "the node's embedded (eth-tester) dev chain": the client says whether it is one
+        try:
+            client = str(await w3.client_version)
+        except Exception:  # noqa: BLE001 - a node without web3_clientVersion: not checkable
+            client = None
+        details["client"] = client
+        if client is not None and client.startswith("EthereumTester") != proof["dev"]:
+            fail("chain", f"the proof says dev={str(proof['dev']).lower()}, but the RPC's client is {client[:80]!r}")
     if checks["chain"] is not True:
         return  # the other checks would be answered by the wrong chain
 

@@ -141,6 +141,7 @@ TAMPER = [  # field, new value (a function of the proof), the check that must fa
     ("block_number", lambda p: p["block_number"] + 1000, "root_on_chain"),
     ("tx_hash", lambda p: "0x" + "33" * 32, "block"),
     ("block_hash", lambda p: "0x" + "44" * 32, "block"),
+    ("dev", lambda p: not p["dev"], "chain"),
 ]
 
 
@@ -163,7 +164,7 @@ async def test_every_field_tampered_fails_with_its_reason(harness, anvil):
         assert result["checks"][check] is False, (field, result)
         assert result["error"].startswith(f"{check}: "), (field, result)
         seen.add(field)
-    assert seen == set(proof) - {"dev"}  # `dev` (and a dev proof's `note`) are the node's words, not checked
+    assert seen == set(proof)  # (a dev proof's `note` is the node's words, not checked)
     # too few confirmations: the block is the head
     result = await verify_proof_document(proof, anvil.rpc_url, min_confirmations=5)
     assert result["checks"]["confirmations"] is False and result["error"].startswith("confirmations: ")
@@ -546,6 +547,10 @@ def test_embedded_dev_chain_end_to_end_with_a_restart(tmp_path):
         out = subprocess.run([sys.executable, "-m", "gateway.cli", "anchor", "verify", str(tmp_path / "proof.json"),
                               "--rpc", rpc], cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0 and out.stdout.strip().endswith("verified"), out
+        (tmp_path / "notdev.json").write_text(json.dumps(dict(proof, dev=False)))
+        out = subprocess.run([sys.executable, "-m", "gateway.cli", "anchor", "verify", str(tmp_path / "notdev.json"),
+                              "--rpc", rpc], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1 and "NOT verified: chain: the proof says dev=false" in out.stdout, out
         node.stop()
         # a new dev chain; batches closing only hourly: the CID waits, stale
         node.env["HEARTH_CHAIN_BATCH_INTERVAL_S"] = "3600"
