@@ -155,6 +155,8 @@ class Anchorer:
         self.ident: dict | None = None
         self.trees = TreeCache()
         self.state = "stopped"  # stopped, idle (nothing to anchor, chain not opened), connecting, running, backoff
+        self.state_path = self.data_dir / "run" / "anchoring.json"  # for `hearth anchor status`
+        self._shown: tuple | None = None
         self.last_error: str | None = None
         self.sent = self.replacements = self.reorgs = self.steps = 0
         self._task: asyncio.Task | None = None
@@ -177,7 +179,7 @@ class Anchorer:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         await self._close_chain()
-        self.state = "stopped"
+        self._set("stopped")
 
     def wake(self) -> None:
         self._wake.set()
@@ -200,7 +202,7 @@ class Anchorer:
         opener = self._open_chain
         if opener is None:
             from .provider import open_chain as opener
-        self.state = "connecting"
+        self._set("connecting")
         chain = await opener(self.cfg, self.data_dir)
         self.chain = chain
         if chain.dev:  # other processes reach the in-process chain through a read-only loopback endpoint
@@ -236,11 +238,11 @@ class Anchorer:
                 if self.chain is None:
                     if not await self.store.run(db.has_work, self.store):
                         # nothing stored yet: web3 and the chain stay unloaded (~70 MiB with the dev chain)
-                        self.state = "idle"
+                        self._set("idle")
                         await self._sleep(max(self.poll, 1.0))
                         continue
                     await self._connect()
-                self.state = "running"
+                self._set("running")
                 await self.step()
                 self.steps += 1
                 if self.last_error:
@@ -256,11 +258,29 @@ class Anchorer:
                     log.warning("anchoring step failed (retrying in %.0f s, backoff): %s", backoff, message,
                                 exc_info=log.isEnabledFor(logging.DEBUG))
                 self.last_error = message
-                self.state = "backoff"
+                self._set("backoff")
                 wait, backoff = backoff, min(backoff * 2, self.max_backoff)
                 if self.chain is not None and _is_connection_error(exc):
                     await self._close_chain()  # reopen: provider.py fails over between rpc_url entries
             await self._sleep(wait)
+
+    def _set(self, state: str) -> None:
+        """The service's state, also in run/anchoring.json (what `hearth anchor status` shows)."""
+        self.state = state
+        shown = (state, self.last_error if state == "backoff" else None)
+        if shown == self._shown:
+            return
+        self._shown = shown
+        try:
+            import json
+            import os
+
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.state_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"state": shown[0], "error": shown[1], "since": time.time(), "pid": os.getpid()}))
+            os.replace(tmp, self.state_path)
+        except OSError:
+            log.debug("cannot write %s", self.state_path, exc_info=True)
 
     async def _sleep(self, seconds: float) -> None:
         self._wake.clear()

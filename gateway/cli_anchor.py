@@ -79,9 +79,17 @@ def cmd_status(args, config: Config) -> int:
     if last is not None:
         last = {k: (("0x" + bytes(v).hex()) if isinstance(v, (bytes, memoryview)) else v) for k, v in last.items()}
         st["last_confirmed"] = last
+    try:
+        st["service"] = json.loads((config.data_dir / "run" / "anchoring.json").read_text())
+    except (OSError, ValueError):
+        st["service"] = None
     if args.json:
         print(json.dumps(st, indent=2))
         return 0
+    svc = st["service"]
+    if svc is not None:
+        line = f"{svc['state']} since {_ago(svc['since'])} (pid {svc['pid']})"
+        print(f"service         {line}" + (f": {svc['error']}" if svc.get("error") else ""))
     chain = st["chain"]
     q, b = st["queue"], st["batches"]
     if chain is None:

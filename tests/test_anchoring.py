@@ -569,3 +569,31 @@ def test_embedded_dev_chain_end_to_end_with_a_restart(tmp_path):
         assert _http(node, "POST", "/api/v1/anchors/verify", json.dumps(again["proof"]).encode())["verified"]
     finally:
         node.stop()
+
+
+def test_migration_queues_what_was_stored_before(tmp_path):
+    """Content records and pinned pin requests from before anchoring existed are queued by the
+    migration, once per CIDv1; a later upload of the same root adds nothing."""
+    import storage.metadata as m
+
+    store = MetadataStore(tmp_path / "old.sqlite")
+    saved = list(m.MIGRATIONS)
+    try:
+        m.MIGRATIONS[:] = saved[:3]
+        store.migrate()
+    finally:
+        m.MIGRATIONS[:] = saved
+    v0 = "QmbWqxBEKC3P8tqsKc98xmWNzrzDtRLMiMPL8wBuTGsMnR"
+    v1 = CID.parse(v0).v1().encode()
+    for owner, cid in [("a", v0), ("b", v1)]:
+        store.db.execute("INSERT INTO content (key, cid, owner, size, status, created_at) VALUES (?, ?, ?, 1, 'pinned', 'x')",
+                         [v1, cid, owner])
+    pinned = store.create_pin("a", "bafkqaaa", None, [], {})
+    store.create_pin("a", "bafkqaab", None, [], {})  # queued: not stored yet, not anchored
+    store.db.execute("UPDATE pins SET status = 'pinned' WHERE requestid = ?", [pinned["requestid"]])
+    store.migrate()
+    assert [r[0] for r in store.db.execute("SELECT key FROM anchor_queue ORDER BY id")] == [v1, "bafkqaaa"]
+    store.put_content("c", v0, "again", 1)
+    store.set_pin_status(pinned["requestid"], "pinned")
+    assert store.db.execute("SELECT COUNT(*) FROM anchor_queue").fetchone()[0] == 2
+    store.close()
