@@ -24,7 +24,8 @@ from storage.metadata import MetadataStore
 BATCH_COLUMNS = ("id", "root", "leaves", "state", "created_at", "tx_hash", "nonce", "max_fee", "priority_fee",
                  "submitted_at", "block_number", "block_hash", "confirmed_at", "gas_used", "fee_paid", "chain_id",
                  "genesis_hash", "contract", "account", "dev", "replaced", "reorged")
-CHAIN_COLUMNS = ("chain_id", "genesis_hash", "contract", "account", "dev", "confirmations", "rpc", "updated_at")
+CHAIN_COLUMNS = ("chain_id", "genesis_hash", "contract", "account", "dev", "confirmations", "rpc", "updated_at",
+                 "host_pid")
 
 
 def _batch(row) -> dict | None:
@@ -51,13 +52,13 @@ def set_chain(store: MetadataStore, ident: dict) -> dict:
     now = time.time()
     with store.transaction():
         store.db.execute(
-            "INSERT INTO anchor_chain (id, chain_id, genesis_hash, contract, account, dev, confirmations, rpc, updated_at) "
-            "VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET chain_id = excluded.chain_id, "
+            "INSERT INTO anchor_chain (id, chain_id, genesis_hash, contract, account, dev, confirmations, rpc, updated_at, "
+            "host_pid) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET chain_id = excluded.chain_id, "
             "genesis_hash = excluded.genesis_hash, contract = excluded.contract, account = excluded.account, "
             "dev = excluded.dev, confirmations = excluded.confirmations, rpc = excluded.rpc, "
-            "updated_at = excluded.updated_at",
+            "updated_at = excluded.updated_at, host_pid = excluded.host_pid",
             [ident["chain_id"], ident["genesis_hash"], ident["contract"], ident["account"], int(ident["dev"]),
-             ident["confirmations"], ident.get("rpc", ""), now])
+             ident["confirmations"], ident.get("rpc", ""), now, int(ident.get("host_pid") or 0)])
         other = "(chain_id IS NOT ? OR genesis_hash IS NOT ?)"
         stale = [r[0] for r in store.db.execute(
             f"SELECT id FROM anchor_batches WHERE state IN ('submitted', 'confirmed') AND {other}",
@@ -79,9 +80,10 @@ def _requeue_batch(store: MetadataStore, batch_id: int, now: float) -> int:
     return cur.rowcount
 
 
-def requeue_stale(store: MetadataStore, batch_id: int, chain_id: int, genesis_hash: str) -> int:
-    """Mark one batch stale (anchored on a chain that is not (chain_id, genesis_hash)) and queue
-    its CIDs again, unless that already happened. The CIDs requeued."""
+def requeue_stale(store: MetadataStore, batch_id: int, chain_id: int | None, genesis_hash: str | None) -> int:
+    """Mark one batch stale (anchored on a chain that is not (chain_id, genesis_hash); None: on a
+    dev chain whose process is gone) and queue its CIDs again, unless that already happened. The
+    CIDs requeued."""
     with store.transaction():
         row = store.db.execute("SELECT state, chain_id, genesis_hash FROM anchor_batches WHERE id = ?",
                                [batch_id]).fetchone()

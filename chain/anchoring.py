@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -218,7 +219,8 @@ class Anchorer:
             self.max_fee_cap = int(chain.max_fee_wei)
         self.ident = {"chain_id": int(chain.chain_id), "genesis_hash": hx(chain.genesis_hash), "contract": contract,
                       "account": account, "dev": bool(chain.dev), "confirmations": self.confirmations,
-                      "rpc": self.rpc_for_others or getattr(chain, "rpc", "") or ""}
+                      "rpc": self.rpc_for_others or getattr(chain, "rpc", "") or "",
+                      "host_pid": os.getpid() if chain.dev else 0}
         result = await self.store.run(db.set_chain, self.store, self.ident)
         if chain.dev:
             log.warning("anchoring on an EPHEMERAL embedded dev chain (chain id %s, genesis %s): its anchors and "

@@ -17,6 +17,8 @@ queued again here if the batcher has not done it yet.
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 from aiohttp import web
 
@@ -33,6 +35,7 @@ log = logging.getLogger("hearth.anchor")
 
 ANCHORER = web.AppKey("anchorer", Anchorer)
 TREES = web.AppKey("anchor_trees", TreeCache)
+READERS = web.AppKey("anchor_rpc_readers", dict)  # RPC URL -> AsyncWeb3, for POST /anchors/verify
 MAX_BODY = 64 * 1024
 STATUS_OF_BATCH = {"batched": "queued", "submitted": "submitted", "confirmed": "confirmed"}
 
@@ -44,15 +47,42 @@ def _parse_cid(text: str) -> CID:
         raise bad_request(f"invalid CID {text!r}: {exc}", "invalid_cid") from None
 
 
-def _chain_json(chain: dict | None) -> dict | None:
+def _chain_json(chain: dict | None, run_dir: Path) -> dict | None:
     if chain is None:
         return None
+    live = not chain["dev"] or (_leader_pid(run_dir) == chain["host_pid"] and _alive(chain["host_pid"]))
     return {"chain_id": chain["chain_id"], "genesis_hash": chain["genesis_hash"], "contract": chain["contract"],
-            "dev": bool(chain["dev"]), "confirmations": chain["confirmations"]}
+            "dev": bool(chain["dev"]), "confirmations": chain["confirmations"], "live": live}
 
 
-def _same_chain(batch: dict, chain: dict | None) -> bool:
+def _same_chain(batch: dict, chain: dict | None, run_dir: Path) -> bool:
+    """Is the batch on the node's current chain? A dev-chain batch only while the process that holds
+    that chain is the live leader (a restart or a takeover makes a new dev chain: until the new
+    leader opens it, the old one is known to be gone)."""
+    if batch["dev"]:
+        return (chain is not None and chain["dev"] and (batch["chain_id"], batch["genesis_hash"]) ==
+                (chain["chain_id"], chain["genesis_hash"]) and _leader_pid(run_dir) == chain["host_pid"]
+                and _alive(chain["host_pid"]))
     return chain is None or (batch["chain_id"], batch["genesis_hash"]) == (chain["chain_id"], chain["genesis_hash"])
+
+
+def _leader_pid(run_dir: Path) -> int | None:
+    try:
+        return int((run_dir / "leader.lock").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 async def anchor_status(app: web.Application, cid: CID) -> dict | None:
@@ -63,9 +93,11 @@ async def anchor_status(app: web.Application, cid: CID) -> dict | None:
         return None
     chain = await store.run(db.get_chain, store)
     batch = info["batch"]
-    if batch is not None and batch["state"] in ("submitted", "confirmed") and not _same_chain(batch, chain):
+    run_dir = app[CONFIG].data_dir / "run"
+    if batch is not None and batch["state"] in ("submitted", "confirmed") and not _same_chain(batch, chain, run_dir):
         # anchored on a chain that is not the node's any more: stale, and anchored again
-        n = await store.run(db.requeue_stale, store, batch["id"], chain["chain_id"], chain["genesis_hash"])
+        current = (chain["chain_id"], chain["genesis_hash"]) if chain and not batch["dev"] else (None, None)
+        n = await store.run(db.requeue_stale, store, batch["id"], *current)
         if n:
             log.warning("batch %d was anchored on another chain (genesis %s): stale; %d CIDs queued again",
                         batch["id"], batch["genesis_hash"], n)
@@ -75,7 +107,7 @@ async def anchor_status(app: web.Application, cid: CID) -> dict | None:
         info = await store.run(db.anchor_of, store, key)
         batch = info["batch"]
     out = {"cid": key, "status": "queued", "proof": None, "enqueued_at": info["enqueued_at"], "batch": None,
-           "chain": _chain_json(chain)}
+           "chain": _chain_json(chain, run_dir)}
     if batch is not None:
         out["status"] = STATUS_OF_BATCH[batch["state"]]
         out["batch"] = {"id": batch["id"], "state": batch["state"], "leaves": batch["leaves"]}
@@ -125,8 +157,28 @@ async def verify(request: web.Request) -> web.Response:
         if url is None:
             raise HTTPError(503, "chain_unavailable", "the node's chain is not open yet; try again shortly",
                             {"Retry-After": "5"})
-        result = await verify_proof_document(proof, url, min_confirmations=minimum)
+        result = await verify_proof_document(proof, url, min_confirmations=minimum, w3=_reader(request.app, url))
     return web.json_response(result)
+
+
+def _reader(app: web.Application, url: str):
+    """One AsyncWeb3 per worker and RPC URL (its HTTP session kept), closed with the app."""
+    readers = app[READERS]
+    w3 = readers.get(url)
+    if w3 is None:
+        from web3 import AsyncHTTPProvider, AsyncWeb3
+
+        w3 = readers[url] = AsyncWeb3(AsyncHTTPProvider(url, request_kwargs={"timeout": 15}))
+    return w3
+
+
+async def _close_readers(app: web.Application) -> None:
+    for w3 in app[READERS].values():
+        try:
+            await w3.provider.disconnect()
+        except Exception:  # noqa: BLE001
+            pass
+    app[READERS].clear()
 
 
 def _rpc_url(app: web.Application, chain: dict | None) -> str | None:
@@ -143,6 +195,8 @@ def setup(app: web.Application, anchorer: Anchorer | None) -> None:
     if anchorer is not None:
         app[ANCHORER] = anchorer
     app[TREES] = anchorer.trees if anchorer is not None else TreeCache()
+    app[READERS] = {}
+    app.on_cleanup.append(_close_readers)
     app.router.add_get("/api/v1/anchors/{cid}", get_anchor)
     app.router.add_post("/api/v1/anchors/verify", verify)
 

@@ -557,8 +557,7 @@ def _anchor_schemas() -> dict:
     b32 = {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$"}
     nullable_b32 = {**b32, "nullable": True}
     check = {"type": "boolean", "nullable": True, "description": "true passed, false failed, null not reached"}
-    return {
-        "AnchorProof": {
+    proof = {
             "type": "object", "description": "An anchor proof: checkable with nothing but an RPC URL "
                                              "(`hearth anchor verify PROOF.json --rpc URL`, or POST /api/v1/anchors/verify)",
             "required": ["format", "tree", "leaf", "root", "path", "chain_id", "genesis_hash", "contract", "tx_hash",
@@ -573,20 +572,25 @@ def _anchor_schemas() -> dict:
                 "tx_hash": nullable_b32, "block_number": {"type": "integer", "nullable": True},
                 "block_hash": nullable_b32,
                 "dev": {"type": "boolean", "description": "anchored on the node's ephemeral embedded dev chain"},
-                "note": {"type": "string"}}},
+                "note": {"type": "string"}}}
+    return {
+        "AnchorProof": proof,
         "AnchorStatus": {
             "type": "object", "required": ["cid", "status", "proof"],
             "properties": {
                 "cid": {"type": "string", "description": "the CIDv1 (a CIDv0 and its CIDv1 answer the same)"},
                 "status": {"type": "string", "enum": ["queued", "submitted", "confirmed", "stale"]},
-                "proof": {"allOf": [_ref("AnchorProof")], "nullable": True,
-                          "description": "null while queued and not in a batch; chain fields null until mined"},
+                "proof": {**proof, "nullable": True,
+                          "description": "the AnchorProof; null while queued and not in a batch; chain fields null "
+                                         "until mined"},
                 "enqueued_at": {"type": "number"},
                 "batch": {"type": "object", "nullable": True, "properties": {
                     "id": {"type": "integer"}, "state": {"type": "string"}, "leaves": {"type": "integer"}}},
                 "chain": {"type": "object", "nullable": True, "properties": {
                     "chain_id": {"type": "integer"}, "genesis_hash": b32, "contract": {"type": "string"},
-                    "dev": {"type": "boolean"}, "confirmations": {"type": "integer"}}},
+                    "dev": {"type": "boolean"}, "confirmations": {"type": "integer"},
+                    "live": {"type": "boolean", "description": "false: a dev chain whose process is gone (the new "
+                                                               "leader has not opened its own yet)"}}},
                 "requeued": {"type": "boolean"}, "warning": {"type": "string"}}},
         "AnchorVerification": {
             "type": "object", "required": ["verified", "checks", "error"],

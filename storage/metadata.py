@@ -195,6 +195,11 @@ MIGRATIONS: list[list[str]] = [
            (SELECT key, MIN(id) AS o FROM content GROUP BY key
             UNION ALL SELECT key, 1e18 FROM pins WHERE status = 'pinned' GROUP BY key) ORDER BY o""",
     ],
+    [
+        # the process holding the embedded dev chain (0: a real chain): once it is gone, so is the
+        # chain, and proofs on it are stale even before the next leader opens its own
+        "ALTER TABLE anchor_chain ADD COLUMN host_pid INTEGER NOT NULL DEFAULT 0",
+    ],
 ]
 
 
