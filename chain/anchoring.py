@@ -204,6 +204,9 @@ class Anchorer:
         if opener is None:
             from .provider import open_chain as opener
         self._set("connecting")
+        # the first import of web3 / eth-tester / py-evm takes ~1 s of CPU: on a thread, not on the
+        # event loop of a worker that also serves requests
+        await asyncio.to_thread(_preload, self.cfg)
         chain = await opener(self.cfg, self.data_dir)
         self.chain = chain
         if chain.dev:  # other processes reach the in-process chain through a read-only loopback endpoint
@@ -512,6 +515,18 @@ class Anchorer:
     def describe(self) -> dict:
         return {"state": self.state, "error": self.last_error, "chain": self.ident, "sent": self.sent,
                 "replacements": self.replacements, "reorgs": self.reorgs}
+
+
+def _preload(cfg: dict) -> None:
+    import web3  # noqa: F401
+    import eth_account  # noqa: F401
+    from web3.providers import eth_tester  # noqa: F401  (web3's tester provider, not eth-tester itself)
+
+    urls = cfg.get("rpc_url") or "embedded"
+    if urls == "embedded" or urls == ["embedded"]:
+        import eth_tester as _tester  # noqa: F401
+        from eth_tester import PyEVMBackend  # noqa: F401
+        import eth.vm.forks  # noqa: F401  (py-evm: the bulk of it)
 
 
 async def _receipt(w3, tx_hash):
