@@ -601,3 +601,20 @@ def test_migration_queues_what_was_stored_before(tmp_path):
     store.set_pin_status(pinned["requestid"], "pinned")
     assert store.db.execute("SELECT COUNT(*) FROM anchor_queue").fetchone()[0] == 2
     store.close()
+
+
+async def test_rpc_down_at_start_then_up(anvil_factory, tmp_path):
+    chain = anvil_factory()
+    chain.stop()
+    h = Harness(tmp_path / "h", chain)
+    try:
+        h.enqueue(cids(4, "down"))
+        await h.anchorer.start()
+        await h.until(lambda: _async(h.anchorer.state == "backoff"))
+        assert "Connect" in (h.anchorer.last_error or "") or "RPC" in (h.anchorer.last_error or "")
+        state = json.loads((tmp_path / "h" / "run" / "anchoring.json").read_text())
+        assert state["state"] == "backoff" and state["error"]
+        chain.start()
+        await h.confirmed(4)
+    finally:
+        await h.close()
