@@ -21,8 +21,9 @@ Faults:
   (provider.py fails over between the rpc_url list). Uploads keep queueing meanwhile.
 - Node killed at any point: on start every `batched` batch that already has a transaction
   recorded is looked up first — a receipt of any transaction ever sent for it (anchor_txs),
-  or its root's Anchored event / anchoredAt — and only if none is found and its nonce is
-  still unused is the very same transaction (same nonce, same fees: same hash) sent again.
+  or its root's Anchored event / anchoredAt — and only if none is found, the transaction is not
+  pending, and its nonce is still unused, is it sent again at the SAME nonce (fees at least
+  +12.5 % over the last ones, so it also replaces a copy a mempool we cannot see may hold).
   `submitted` batches are looked up the same way. So a root is never sent under two nonces
   while an earlier one may still be mined; and the contract records a root once anyway
   (a second anchoring writes and emits nothing), so the Anchored event count per root is 1.
@@ -357,12 +358,16 @@ class Anchorer:
                 return
             used = await w3.eth.get_transaction_count(account.address, "latest")
             if batch["nonce"] >= used:
-                replaying = True  # the nonce is still free: the very same transaction again
+                replaying = True  # the nonce is still free: send at that nonce again
             else:
                 log.warning("batch %d: nonce %d was used by another transaction; taking a new one",
                             batch["id"], batch["nonce"])
         if replaying:
-            nonce, max_fee, priority = batch["nonce"], batch["max_fee"], batch["priority_fee"]
+            # same nonce (only one transaction of that nonce can ever be mined); fees as the chain
+            # wants them now but never below a bump of the last ones, so it also replaces a copy
+            # that some mempool we cannot see may still hold
+            nonce = batch["nonce"]
+            max_fee, priority = await self._fees(at_least=(batch["max_fee"], batch["priority_fee"]))
         else:
             nonce = await self._next_nonce(batch["id"])
             max_fee, priority = await self._fees()
@@ -374,7 +379,7 @@ class Anchorer:
         await self.store.run(db.mark_submitted, self.store, batch["id"])
         self.sent += 1
         log.info("batch %d sent: tx %s, nonce %d, max fee %s wei, tip %s wei%s", batch["id"], tx_hash, nonce,
-                 max_fee, priority, " (the same transaction again)" if replaying else "")
+                 max_fee, priority, " (again, same nonce)" if replaying else "")
 
     async def _broadcast(self, batch: dict, signed, tx_hash: str) -> None:
         try:
