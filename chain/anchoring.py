@@ -34,8 +34,8 @@ Faults:
   max_fee_gwei; at the cap it waits. Every replacement is recorded before it is sent.
 - Reorg: a mined batch whose block hash is no longer canonical at its height, or whose
   receipt is gone, goes back: to submitted@N' if the transaction is in another block, to
-  submitted if it is still pending, else to batched (sent again, same root, so proofs already
-  handed out for it stay valid once it is mined again). Confirmed batches are watched for
+  submitted if it is still pending, else to batched (sent again: same root and Merkle paths;
+  proofs handed out before name the old block and no longer verify; the API gives new ones). Confirmed batches are watched for
   `reorg_window` blocks after their block.
 - Another chain (a new embedded dev chain after a restart, or a different network): on open,
   batches submitted or confirmed on a chain with another id or genesis hash become `stale`
