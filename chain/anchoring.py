@@ -35,12 +35,14 @@ Faults:
 - Reorg: a mined batch whose block hash is no longer canonical at its height, or whose
   receipt is gone, goes back: to submitted@N' if the transaction is in another block, to
   submitted if it is still pending, else to batched (sent again: same root and Merkle paths;
-  proofs handed out before name the old block and no longer verify; the API gives new ones). Confirmed batches are watched for
-  `reorg_window` blocks after their block.
+  proofs handed out before name the old block and no longer verify; the API gives new ones).
+  The latest 32 confirmed batches are watched until they are `reorg_window` blocks deep.
 - Another chain (a new embedded dev chain after a restart, or a different network): on open,
   batches submitted or confirmed on a chain with another id or genesis hash become `stale`
   and their CIDs are queued again (anchor_store.set_chain); their old proofs are reported
-  stale by the API, never valid.
+  stale by the API, never valid. A dev-chain batch is stale for the API as soon as the process
+  that held its chain is no longer the live leader (anchor_chain.host_pid), before the next
+  leader opens its own.
 """
 from __future__ import annotations
 
