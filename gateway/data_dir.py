@@ -20,6 +20,8 @@ import os
 import secrets
 from pathlib import Path
 
+from identity.secret_file import create_secret_file
+
 LOCK = "repo.lock"
 API = "api"
 OPERATOR_KEY = "operator.key"
@@ -91,16 +93,7 @@ def _secret_file(path: Path, make) -> str:
     try:
         return path.read_text().strip()
     except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = make()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
-    return value
+        return create_secret_file(path, make)
 
 
 def operator_key(data_dir: Path) -> str:

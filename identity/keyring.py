@@ -45,6 +45,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from .secret_file import create_secret_file
+
 log = logging.getLogger("hearth.keyring")
 
 ENV_PASSPHRASE = "HEARTH_KEY_PASSPHRASE"
@@ -117,7 +119,7 @@ class Keyring:
         try:
             value = path.read_text().strip()
         except FileNotFoundError:
-            value = _create_secret_file(path)
+            value = create_secret_file(path)
             log.info("private keys are sealed with a generated passphrase kept in %s: anyone who can read the "
                         "data dir can open them. Set %s or [server] key_passphrase_file to keep the passphrase "
                         "elsewhere", path, ENV_PASSPHRASE)
@@ -189,20 +191,6 @@ _CACHE_LOCK = threading.Lock()
 def keyring_for(config) -> Keyring:
     """The keyring of a gateway Config."""
     return Keyring.for_data_dir(config.data_dir, config["server"].get("key_passphrase_file", ""))
-
-
-def _create_secret_file(path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(32)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    return value
 
 
 def write_sealed_file(path: Path, blob: bytes, replace: bool) -> bool:

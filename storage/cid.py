@@ -56,14 +56,20 @@ def decode_varint(buf: bytes, pos: int = 0) -> tuple[int, int]:
             raise InvalidCID("varint too long")
 
 
-def b58encode(data: bytes) -> str:
+def _base_encode(data: bytes, alphabet: str) -> str:
+    """Big-endian base-N of data, leading zero bytes as the alphabet's zero (base58, base36)."""
     n = int.from_bytes(data, "big")
+    base = len(alphabet)
     out = []
     while n:
-        n, r = divmod(n, 58)
-        out.append(_B58[r])
+        n, r = divmod(n, base)
+        out.append(alphabet[r])
     pad = len(data) - len(data.lstrip(b"\0"))
-    return "1" * pad + "".join(reversed(out))
+    return alphabet[0] * pad + "".join(reversed(out))
+
+
+def b58encode(data: bytes) -> str:
+    return _base_encode(data, _B58)
 
 
 def b58decode(text: str) -> bytes:
@@ -98,13 +104,7 @@ def _b36decode(text: str) -> bytes:
 
 def b36encode(data: bytes) -> str:
     """Multibase base36 (lower case) without its "k" prefix: leading zero bytes as "0"."""
-    n = int.from_bytes(data, "big")
-    out = []
-    while n:
-        n, r = divmod(n, 36)
-        out.append(_B36[r])
-    pad = len(data) - len(data.lstrip(b"\0"))
-    return "0" * pad + "".join(reversed(out))
+    return _base_encode(data, _B36)
 
 
 def _b64decode(text: str, url: bool) -> bytes:

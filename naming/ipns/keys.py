@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from storage.cid import CID, LIBP2P_KEY, InvalidCID, b58decode, b58encode, decode_varint, encode_varint
+from storage.cid import CID, LIBP2P_KEY, InvalidCID, b36encode, b58decode, b58encode, decode_varint, encode_varint
 
 RSA, ED25519, SECP256K1, ECDSA = 0, 1, 2, 3
 KEY_TYPES = {RSA: "rsa", ED25519: "ed25519", SECP256K1: "secp256k1", ECDSA: "ecdsa"}
@@ -35,7 +35,6 @@ TYPE_CODES = {v: k for k, v in KEY_TYPES.items()}
 IDENTITY, SHA2_256 = 0x00, 0x12
 MAX_INLINE_KEY = 42  # libp2p: public keys up to this size are inlined in the peer ID
 RSA_MIN_BITS, RSA_MAX_BITS = 2048, 8192
-_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 _SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
@@ -245,16 +244,6 @@ class PrivateKey:
 
 
 # --- names ----------------------------------------------------------------------------------
-def b36encode(data: bytes) -> str:
-    n = int.from_bytes(data, "big")
-    out = []
-    while n:
-        n, r = divmod(n, 36)
-        out.append(_B36[r])
-    pad = len(data) - len(data.lstrip(b"\0"))
-    return "0" * pad + "".join(reversed(out))
-
-
 def _check_multihash(mh: bytes) -> None:
     try:
         code, pos = decode_varint(mh, 0)
