@@ -228,8 +228,9 @@ def applies(req: GatewayRequest) -> bool:
 
 
 def invalid_file_error(req: GatewayRequest, exc: Exception) -> HTTPError:
+    # "could not parse _redirects: ..." as Kubo words it (the conformance suite matches it)
     return HTTPError(500, "invalid_redirects_file",
-                     f"cannot use /ipfs/{req.root}/{FILENAME}: {exc}")
+                     f"could not parse _redirects: {exc} (/ipfs/{req.root}/{FILENAME})")
 
 
 async def recover(req: GatewayRequest, get_block, engine, cache):
