@@ -24,7 +24,7 @@ Where Hearth still fails a suite expectation the test is xfail(strict) with the 
 (so it turns into a failure, to be unmarked, once fixed), next to a test of what does
 hold: JSON error bodies cannot carry the suite's quoted error texts; no /ipns/ route for
 `?uri=ipns://`; a path through a file is 400, not 404; a name whose only record is
-invalid is refused at PUT and then 404, not 5XX; the `_redirects` error prefix.
+invalid is refused at PUT and then 404, not 5XX.
 
 Not reproduced: t0114's body "hello\n" on the 301 (dropped by the suite's later
 versions; Kubo 0.42 does not send it either); t0115 (workshop tests that contradict the
@@ -399,9 +399,6 @@ JSON_ERRORS = ("Hearth's gateway errors are JSON ({\"error\": {\"code\", \"messa
                "double quote in a message is sent as \\\"; the suite matches error texts that contain literal double "
                "quotes (Kubo answers text/plain)")
 
-
-REDIRECTS_PREFIX = ("the message starts \"cannot use /ipfs/{cid}/_redirects: ...\", the suite matches \"could not "
-                    "parse _redirects:\" (gateway/ipfs/redirects.py)")
 
 
 @pytest.mark.xfail(strict=True, reason=JSON_ERRORS)
@@ -805,7 +802,7 @@ async def test_TestRedirectsFileSupportWithDNSLink(gw, fx, site):
         assert a.one("Date"), a.mode
 
 
-@pytest.mark.xfail(strict=True, reason=JSON_ERRORS + "; and " + REDIRECTS_PREFIX)
+@pytest.mark.xfail(strict=True, reason=JSON_ERRORS)
 async def test_TestRedirectsFileSupport_invalid_file_forced(gw, fx):
     for scheme, host in GATEWAYS:
         # "invalid file: request for $INVALID_REDIRECTS_DIR_HOSTNAME/not-found returns error about invalid redirects file"
@@ -817,10 +814,9 @@ async def test_TestRedirectsFileSupport_invalid_file_forced_status(gw, fx):
     """What holds of the test above: the 500 and the rule's text, quotes as JSON escapes them."""
     for scheme, host in GATEWAYS:
         expect(await via(gw, f"{scheme}://{fx.forced}.ipfs.{host}/not-found"), status=500,
-               contains=['forced redirects (or \\"shadowing\\") are not supported'])
+               contains=["could not parse _redirects:", 'forced redirects (or \\"shadowing\\") are not supported'])
 
 
-@pytest.mark.xfail(strict=True, reason=REDIRECTS_PREFIX)
 async def test_TestRedirectsFileSupport_invalid_file_too_large(gw, fx):
     for scheme, host in GATEWAYS:
         # "invalid file: request for $TOO_LARGE_REDIRECTS_DIR_HOSTNAME/not-found returns error about too large redirects file"
