@@ -313,22 +313,49 @@ class GuardedClient:
             body = await s.read_all()
         return OutboundResponse(s.status, s.headers, body, s.url)
 
+    async def post(self, url: str, body: bytes, *, content_type: str = "application/json",
+                   headers: Mapping[str, str] | None = None, max_bytes: int | None = None,
+                   timeout: float | None = None) -> OutboundResponse:
+        """POST body to url, response body read whole, under the same policy as get().
+        Redirects: 307/308 repeat the POST (same body) at the new target, 301/302/303
+        turn into a GET without body (as browsers do); every hop is checked again."""
+        hdrs = dict(headers or {})
+        hdrs["Content-Type"] = content_type
+        async with self.stream(url, headers=hdrs, max_bytes=max_bytes, timeout=timeout,
+                               method="POST", body=bytes(body)) as s:
+            data = await s.read_all()
+        return OutboundResponse(s.status, s.headers, data, s.url)
+
     @contextlib.asynccontextmanager
     async def stream(self, url: str, *, headers: Mapping[str, str] | None = None, max_bytes: int | None = None,
-                     timeout: float | None = None, server_hostname: str | None = None
-                     ) -> AsyncIterator[OutboundStream]:
-        """GET url; yields an OutboundStream to read the body piecewise."""
+                     timeout: float | None = None, server_hostname: str | None = None,
+                     method: str = "GET", body: bytes | None = None) -> AsyncIterator[OutboundStream]:
+        """GET (or `method` with `body`) url; yields an OutboundStream to read the body piecewise."""
         limit = self.max_response_bytes if max_bytes is None else min(int(max_bytes), self.max_response_bytes)
         seconds = self.timeout if timeout is None else min(float(timeout), self.timeout)
         deadline = asyncio.get_running_loop().time() + seconds
-        resp, final = await self._open(url, dict(headers or {}), deadline, server_hostname)
+        resp, final = await self._open(url, dict(headers or {}), deadline, server_hostname, method, body)
         try:
             yield OutboundStream(resp, final, limit, deadline)
         finally:
             resp.release()
 
-    async def _open(self, url: str, headers: dict, deadline: float,
-                    server_hostname: str | None) -> tuple[aiohttp.ClientResponse, str]:
+    def _check_peer(self, resp: aiohttp.ClientResponse, current: URL) -> None:
+        """Belt and braces: the address the socket is actually connected to passes the policy
+        (the vetting resolver already made it the only address the connector could dial)."""
+        conn = resp.connection
+        transport = conn.transport if conn is not None else None
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        if not peer:
+            return
+        why = address_refusal(peer[0], allow_private=self.allow_private)
+        if why is not None:
+            resp.close()
+            raise OutboundRefused(f"{current}: connected to {peer[0]}, a {why}: refused "
+                                  "(set [outbound] allow_private to allow it)", str(current))
+
+    async def _open(self, url: str, headers: dict, deadline: float, server_hostname: str | None,
+                    method: str = "GET", body: bytes | None = None) -> tuple[aiohttp.ClientResponse, str]:
         session = self._get_session()
         loop = asyncio.get_running_loop()
         current = self.check_url(url)
@@ -345,8 +372,8 @@ class GuardedClient:
                     f"{server_hostname}:{current.explicit_port}"
             try:
                 async with asyncio.timeout_at(deadline):
-                    resp = await session.get(
-                        current, headers=hop_headers, allow_redirects=False,
+                    resp = await session.request(
+                        method, current, headers=hop_headers, data=body, allow_redirects=False,
                         timeout=aiohttp.ClientTimeout(total=remaining, sock_connect=min(remaining, CONNECT_TIMEOUT)),
                         **kwargs)
             except OutboundError as exc:
@@ -358,6 +385,7 @@ class GuardedClient:
                 raise OutboundError(f"{current}: {exc.__class__.__name__}: {exc}", str(current)) from None
             except OSError as exc:
                 raise OutboundError(f"{current}: {exc}", str(current)) from None
+            self._check_peer(resp, current)
             if resp.status not in _REDIRECTS or "Location" not in resp.headers:
                 return resp, str(current)
             location = resp.headers["Location"]
@@ -371,3 +399,6 @@ class GuardedClient:
                 raise OutboundError(f"{current}: bad redirect Location {location[:200]!r}", str(current)) from None
             log.debug("outbound redirect %s -> %s", current, target)
             current = self.check_url(target)
+            if method != "GET" and resp.status not in (307, 308):  # 301/302/303: the next hop is a GET
+                method, body = "GET", None
+                headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}

@@ -5,6 +5,7 @@ refused by default and reached with allow_private + allow_http."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 
 import pytest
@@ -323,3 +324,42 @@ def test_node_multiaddr_defaults():
     assert node_multiaddr("https://node.example.org", "127.0.0.1", 8787) == "/dns4/node.example.org/tcp/443/https"
     with pytest.raises(ValueError):
         url_to_multiaddr("ftp://node.example.org")
+
+
+async def test_post_and_its_redirects(aiohttp_server, clients):
+    """POST under the same policy: 307/308 repeat the POST with its body, 301/302/303 become a
+    GET without body (as browsers do); every hop checked again."""
+    seen: list[tuple[str, str, bytes]] = []
+
+    async def echo(request):
+        body = await request.read()
+        seen.append((request.method, request.path, body))
+        return web.json_response({"method": request.method, "body": body.decode(),
+                                  "type": request.headers.get("Content-Type", "")})
+
+    async def moved(request):
+        await request.read()
+        raise {"307": web.HTTPTemporaryRedirect, "308": web.HTTPPermanentRedirect,
+               "303": web.HTTPSeeOther, "302": web.HTTPFound}[request.match_info["code"]](request.query["to"])
+
+    app = web.Application()
+    app.router.add_route("*", "/echo", echo)
+    app.router.add_route("*", "/moved/{code}", moved)
+    server = await aiohttp_server(app)
+    base = f"http://127.0.0.1:{server.port}"
+    client = clients(allow_http=True, allow_private=True)
+    resp = await client.post(base + "/echo", b'{"a": 1}')
+    assert resp.status == 200
+    assert json.loads(resp.body) == {"method": "POST", "body": '{"a": 1}', "type": "application/json"}
+    for code in ("307", "308"):
+        doc = json.loads((await client.post(f"{base}/moved/{code}?to=/echo", b"x")).body)
+        assert (doc["method"], doc["body"]) == ("POST", "x")
+    for code in ("302", "303"):
+        doc = json.loads((await client.post(f"{base}/moved/{code}?to=/echo", b"x")).body)
+        assert (doc["method"], doc["body"], doc["type"]) == ("GET", "", "")
+    with pytest.raises(OutboundRefused):  # a redirect to a refused target, from a POST too
+        await client.post(f"{base}/moved/307?to=http://0.0.0.0:{server.port}/echo", b"x")
+    with pytest.raises(OutboundRefused):  # the first hop is checked like a GET's
+        await clients(allow_http=True).post(base + "/echo", b"x")
+    with pytest.raises(OutboundTooLarge):
+        await client.post(base + "/echo", b"y" * 100, max_bytes=10)
