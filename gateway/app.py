@@ -279,6 +279,7 @@ def create_app(config: Config, engine: StorageEngine | None = None, *, backgroun
     content_api.setup(app)
     operator_api.setup(app)
     app.router.add_get("/ipfs/", handle_ipfs_root)
+    app.router.add_get("/ipns/", handle_ipfs_root)  # /ipns/?uri=ipns://... (the protocol-handler form)
     app.router.add_get("/ipfs/{cid}", handle_ipfs)
     app.router.add_get("/ipfs/{cid}/{path:.*}", handle_ipfs)
     app.router.add_route("OPTIONS", "/ipfs/{tail:.*}", handle_ipfs_options)

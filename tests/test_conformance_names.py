@@ -371,10 +371,6 @@ async def test_TestGatewaySubdomains_payload_on_subdomain(gw, fx):
                contains=["text-file-content"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a path that continues through a file is 400 invalid_path in Hearth (gateway/ipfs/resolve.py, and "
-    "tests/test_gateway.py::test_missing_path_and_through_file asserts that 400); the suite, Kubo 0.42 "
-    "(404 \"no link named ...\") and the path-gateway spec say 404"))
 async def test_TestGatewaySubdomains_ipfs_namespace_not_mounted_on_subdomain(gw, fx):
     for scheme, host in GATEWAYS:
         # "request for {CID}.ipfs.example.com/ipfs/{CID} should return HTTP 404" ({CID} is a file)
@@ -523,8 +519,6 @@ async def test_TestSubdomainGatewayDNSLinkInlining(gw, fx):
                headers={"Location": f"https://{inlined}.ipns.{host}/wiki/"})
 
 
-@pytest.mark.xfail(strict=True, reason="no route for /ipns/ (gateway/app.py registers handle_ipfs_root, which "
-                   "already handles ipns:// URIs, for /ipfs/ only): 404")
 async def test_TestSubdomainGatewayDNSLinkInlining_ipns_uri_router(gw, fx):
     for scheme, host in GATEWAYS:
         # "request for example.com/ipns/?uri=ipns%3A%2F%2F.. produces redirect to /ipns/.. content path"

@@ -18,4 +18,6 @@ def path_error(req: GatewayRequest, exc: Exception) -> HTTPError:
     """The answer for a path that is not in the DAG."""
     if isinstance(exc, unixfs.PathNotFound):
         return HTTPError(404, "not_found", f"no link named {str(exc)!r} under {req.content_path}")
+    if isinstance(exc, unixfs.NotTraversable):  # a path through a file: not in the DAG (404, as boxo)
+        return HTTPError(404, "not_found", str(exc))
     return HTTPError(400, "invalid_path", str(exc))
