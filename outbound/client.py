@@ -183,6 +183,26 @@ class _VettingResolver(AbstractResolver):
         await self._inner.close()
 
 
+class _GuardedConnector(aiohttp.TCPConnector):
+    """Belt and braces: once a socket is connected (before any byte is sent), the address it is
+    actually connected to must pass the policy too. The vetting resolver already made the vetted
+    addresses the only ones the connector can dial; this holds even if that were bypassed."""
+
+    def __init__(self, *args, allow_private: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._allow_private = allow_private
+
+    async def _wrap_create_connection(self, *args, **kwargs):
+        transport, proto = await super()._wrap_create_connection(*args, **kwargs)
+        peer = transport.get_extra_info("peername")
+        why = address_refusal(peer[0], allow_private=self._allow_private) if peer else "unknown peer"
+        if why is not None:
+            transport.close()
+            raise OutboundRefused(f"connected to {peer[0] if peer else '?'}, a {why}: refused "
+                                  "(set [outbound] allow_private to allow it)")
+        return transport, proto
+
+
 # --- responses ----------------------------------------------------------------------------------------
 @dataclass(slots=True)
 class OutboundResponse:
@@ -289,9 +309,10 @@ class GuardedClient:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             inner = self._inner_resolver or aiohttp.resolver.DefaultResolver()
-            connector = aiohttp.TCPConnector(resolver=_VettingResolver(inner, self.allow_private),
-                                             use_dns_cache=False, limit=64, limit_per_host=32,
-                                             keepalive_timeout=30)
+            connector = _GuardedConnector(resolver=_VettingResolver(inner, self.allow_private),
+                                          allow_private=self.allow_private,
+                                          use_dns_cache=False, limit=64, limit_per_host=32,
+                                          keepalive_timeout=30)
             self._session = aiohttp.ClientSession(
                 connector=connector, trust_env=False, auto_decompress=False,
                 timeout=aiohttp.ClientTimeout(total=None),
@@ -340,20 +361,6 @@ class GuardedClient:
         finally:
             resp.release()
 
-    def _check_peer(self, resp: aiohttp.ClientResponse, current: URL) -> None:
-        """Belt and braces: the address the socket is actually connected to passes the policy
-        (the vetting resolver already made it the only address the connector could dial)."""
-        conn = resp.connection
-        transport = conn.transport if conn is not None else None
-        peer = transport.get_extra_info("peername") if transport is not None else None
-        if not peer:
-            return
-        why = address_refusal(peer[0], allow_private=self.allow_private)
-        if why is not None:
-            resp.close()
-            raise OutboundRefused(f"{current}: connected to {peer[0]}, a {why}: refused "
-                                  "(set [outbound] allow_private to allow it)", str(current))
-
     async def _open(self, url: str, headers: dict, deadline: float, server_hostname: str | None,
                     method: str = "GET", body: bytes | None = None) -> tuple[aiohttp.ClientResponse, str]:
         session = self._get_session()
@@ -385,7 +392,6 @@ class GuardedClient:
                 raise OutboundError(f"{current}: {exc.__class__.__name__}: {exc}", str(current)) from None
             except OSError as exc:
                 raise OutboundError(f"{current}: {exc}", str(current)) from None
-            self._check_peer(resp, current)
             if resp.status not in _REDIRECTS or "Location" not in resp.headers:
                 return resp, str(current)
             location = resp.headers["Location"]

@@ -363,3 +363,19 @@ async def test_post_and_its_redirects(aiohttp_server, clients):
         await clients(allow_http=True).post(base + "/echo", b"x")
     with pytest.raises(OutboundTooLarge):
         await client.post(base + "/echo", b"y" * 100, max_bytes=10)
+
+
+async def test_connected_peer_checked_again(origin, clients, monkeypatch):
+    """Belt and braces: were the vetting resolver bypassed, the address the socket is actually
+    connected to is still checked before the response is used."""
+    import outbound.client as oc
+
+    async def unvetted(self, host, port=0, family=socket.AF_INET):
+        return await self._inner.resolve(host, port, family)
+
+    monkeypatch.setattr(oc._VettingResolver, "resolve", unvetted)
+    client = clients(allow_http=True, resolver=FakeResolver({"rebind.test": ["127.0.0.1"]}))
+    with pytest.raises(OutboundRefused) as exc:
+        await client.get(f"http://rebind.test:{origin.port}/ok")
+    assert "connected to 127.0.0.1, a loopback address" in str(exc.value)
+    assert origin.hits == []  # refused before a byte was sent
