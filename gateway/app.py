@@ -12,6 +12,7 @@ from identity.keyring import keyring_for
 from outbound import GuardedClient
 from naming import Resolver
 from naming.dnslink import DNSLink
+from naming.ens import EnsNameSystem
 from storage.collector import GarbageCollector
 from storage.engine import EngineError, StorageEngine
 from storage.metadata import MetadataStore
@@ -20,14 +21,14 @@ from storage.reconcile import Reconciler
 
 from chain.anchoring import Anchorer
 
-from . import anchors_api, content_api, names_api, operator_api, ops, origins, psa, routing_api
+from . import anchors_api, content_api, ens_api, names_api, operator_api, ops, origins, psa, routing_api
 from .cache import ResponseCache, SharedGeneration
 from .config import Config, ConfigError
 from .cors import cors_middleware
 from .errors import error_middleware, quiet_client_faults
 from .ipfs.handler import handle_ipfs, handle_ipfs_options, handle_ipfs_root, handle_ipns
 from .data_dir import operator_key
-from .keys import (CACHE, COLLECTOR, CONFIG, ENGINE, IPNS, KEYSTORE, LEADERSHIP, METRICS, METRICS_SHARE, NAMES,
+from .keys import (CACHE, COLLECTOR, CONFIG, ENGINE, ENS, IPNS, KEYSTORE, LEADERSHIP, METRICS, METRICS_SHARE, NAMES,
                    OPERATOR_KEY, PIN_WORKER, RECONCILED, REPUBLISHER, SCRUBBER, STORE, UPLOAD_SLOTS)
 from .metrics import Metrics, metrics_middleware
 from .origins import OriginApplication, origin_answers
@@ -213,6 +214,8 @@ def create_app(config: Config, engine: StorageEngine | None = None, *, backgroun
     app[RECONCILED] = Reconciler(app[STORE], app[ENGINE], app[PIN_WORKER], report_path=run_dir / "reconcile.json")
     app[OPERATOR_KEY] = operator_key(config.data_dir)
     app[NAMES] = Resolver()  # name systems register here (IPNS, DNSLink...)
+    app[ENS] = EnsNameSystem(config["ens"], app[STORE], config["outbound"])  # before DNSLink: `.eth` names are ENS names
+    app[NAMES].add(app[ENS])
     app[NAMES].add(DNSLink.from_config(config["dns"], config["outbound"]))
     setup_ipns(app, config)
     # a damaged block must not be served from memory either
@@ -289,6 +292,7 @@ def create_app(config: Config, engine: StorageEngine | None = None, *, backgroun
     psa.setup(app)
     routing_api.setup(app, node_peer_id(config.data_dir, keyring_for(config)))
     names_api.setup(app)
+    ens_api.setup(app)
     anchors_api.setup(app, anchorer)
     register_service_metrics(app)
     register_scrub_metrics(app)

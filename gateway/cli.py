@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_chain import add_parsers as add_chain_parsers
 
     add_chain_parsers(sub, _common)  # hearth key create|import|address (Ethereum key), hearth anchor ...
+    from .cli_ens import add_parsers as add_ens_parsers
+
+    add_ens_parsers(sub, _common)  # hearth ens purge NAME
     return parser
 
 
@@ -370,6 +373,10 @@ def main(argv: list[str] | None = None) -> int:
         from .cli_chain import run as run_chain
 
         return run_chain(args, config)
+    if args.command == "ens":
+        from .cli_ens import run as run_ens
+
+        return run_ens(args, config)
     if args.command in ("key", "name"):
         from .cli_ipns import run as run_ipns
 

@@ -40,6 +40,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # embedded chain only); the node's keystore v3 file ("" = <data_dir>/chain/key.json) and its
     # passphrase file ($HEARTH_CHAIN_PASSPHRASE first); confirmations awaited (0 on embedded);
     # batches; the EIP-1559 max fee cap; seconds per RPC request
+    # ENS (naming/ens.py): Ethereum JSON-RPC URL(s) ("" = ENS off: .eth names answer 503), the ENS
+    # registry and Universal Resolver ("" = mainnet's, web3's), how long an answer is kept (seconds)
+    # and how long past that the last good one is served while the RPC fails
+    "ens": {"rpc_url": "", "registry": "", "universal_resolver": "", "cache_ttl_s": 300, "stale_s": 3600,
+            "rpc_timeout": 10},
     "chain": {"rpc_url": "embedded", "chain_id": 0, "anchor_contract": "", "keystore": "", "passphrase_file": "",
               "confirmations": 2, "batch_max": 65536, "batch_interval_s": 60, "max_fee_gwei": 100,
               "rpc_timeout": 10},
@@ -169,6 +174,16 @@ def chain_rpc_urls(value: Any) -> str | list[str]:
     return urls[0] if len(urls) == 1 else urls
 
 
+def ens_rpc_urls(value: Any) -> str | list[str]:
+    """`[ens] rpc_url`: "" (ENS off), one http(s) URL or a list (tried in order on failure)."""
+    if value == "" or value == []:
+        return ""
+    urls = chain_rpc_urls(value)
+    if urls == "embedded":
+        raise ValueError("ENS needs a real chain's RPC URL (ENS lives on Ethereum mainnet), not the embedded one")
+    return urls
+
+
 def chain_address(value: Any) -> str:
     """`[chain] anchor_contract`: "" or a 0x-prefixed 20-byte hex address."""
     if not isinstance(value, str):
@@ -182,7 +197,8 @@ def chain_address(value: Any) -> str:
 # keys whose values are tables, each with its own validator (ValueError -> ConfigError)
 TABLES = {("dns", "resolvers"): _dns_table("resolvers"), ("dns", "static"): _dns_table("static"),
           ("gateway", "domains"): gateway_domains, ("chain", "rpc_url"): chain_rpc_urls,
-          ("chain", "anchor_contract"): chain_address}
+          ("chain", "anchor_contract"): chain_address, ("ens", "rpc_url"): ens_rpc_urls,
+          ("ens", "registry"): chain_address, ("ens", "universal_resolver"): chain_address}
 
 
 def _coerce(section: str, key: str, value: Any, like: Any) -> Any:

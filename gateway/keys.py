@@ -31,3 +31,4 @@ NAMES = web.AppKey("names", Resolver)  # every name system (IPNS, DNSLink...) be
 IPNS = web.AppKey("ipns", object)  # naming.ipns.system.IpnsNameSystem (also in NAMES)
 KEYSTORE = web.AppKey("keystore", object)  # naming.ipns.keystore.Keystore: the node's IPNS keys
 REPUBLISHER = web.AppKey("republisher", object)  # naming.ipns.republisher.Republisher (leader only)
+ENS = web.AppKey("ens", object)  # naming.ens.EnsNameSystem (also in NAMES)

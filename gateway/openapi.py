@@ -215,12 +215,19 @@ GATEWAY_RESPONSES = {
 
 
 NAME_PARAM = {"name": "name", "in": "path", "required": True,
-              "description": "a name: an IPNS name (libp2p key, CIDv1 base36 k51...) or a DNSLink domain",
+              "description": "a name: an IPNS name (libp2p key, CIDv1 base36 k51...), a DNSLink domain or an ENS "
+                             "name (`*.eth`)",
               "schema": {"type": "string", "minLength": 1}}
 NAME_RESPONSES = {
-    "404": _err("the name has no value (no valid record), or the content is not on this node"),
+    "404": _err("the name has no value (no valid record; an ENS name without a resolver or without a "
+                "contenthash, the message says which), or the content is not on this node"),
+    "422": _err("an ENS name whose contenthash points to content this node does not serve (swarm, arweave, "
+                "onion...: the message names the protocol)"),
     "502": {**_err("the name system could not answer (Retry-After)"),
             "headers": {"Retry-After": {"required": True, "schema": {"type": "string"}}}},
+    "503": _err("the storage engine is unavailable, ENS is not configured ([ens] rpc_url), or the node has too many "
+                "open connections", RETRY_AFTER),
+    "504": _err("the storage engine or the name system (DNS, the Ethereum RPC) timed out", RETRY_AFTER),
 }
 
 
@@ -228,7 +235,8 @@ def _gateway_op(summary: str, extra_params: list | None = None, head: bool = Fal
     responses = GATEWAY_RESPONSES
     params = GATEWAY_PARAMS
     if named:  # /ipns/{name}: a name instead of a CID, and what a name system may answer
-        responses = {**responses, **{k: v for k, v in NAME_RESPONSES.items() if k not in responses or k == "502"},
+        responses = {**responses, **{k: v for k, v in NAME_RESPONSES.items()
+                                     if k not in responses or k in ("502", "503", "504")},
                      "404": NAME_RESPONSES["404"]}
         params = [NAME_PARAM] + [_ipns_format(p) for p in GATEWAY_PARAMS if p is not CID_PARAM]
         responses["301"] = {**responses["301"], "description": responses["301"]["description"] + "; or an IPNS "
@@ -627,6 +635,59 @@ def _anchor_paths() -> dict:
     }
 
 
+def _ens_paths() -> dict:
+    name_param = {"name": "name", "in": "path", "required": True, "description": "an ENS name (normalized with "
+                  "ENSIP-15: upper case folded, emoji kept)", "schema": {"type": "string", "example": "mysite.eth"}}
+    nullable = {"type": "string", "nullable": True}
+    contenthash = {"type": "object", "nullable": True, "required": ["protocol", "cid", "uri", "raw"],
+                   "properties": {"protocol": {"type": "string", "example": "ipfs"}, "cid": nullable, "uri": nullable,
+                                  "raw": {"type": "string", "pattern": "^0x([0-9a-f]{2})*$"}}}
+    name_out = {"type": "object", "required": ["name", "normalized", "resolver", "address", "contenthash", "texts",
+                                               "coins", "resolved_at", "ttl", "stale"],
+                "properties": {"name": {"type": "string"}, "normalized": {"type": "string"},
+                               "resolver": {"type": "string"}, "address": nullable, "contenthash": contenthash,
+                               "texts": {"type": "object", "additionalProperties": nullable},
+                               "coins": {"type": "object", "additionalProperties": nullable},
+                               "resolved_at": {"type": "string", "format": "date-time"},
+                               "ttl": {"type": "integer", "minimum": 0}, "stale": {"type": "boolean"}}}
+    reverse_out = {"type": "object", "required": ["address", "name", "claimed", "forward_address", "verified"],
+                   "properties": {"address": {"type": "string"}, "name": nullable, "claimed": nullable,
+                                  "forward_address": nullable, "verified": {"type": "boolean"}}}
+    unavailable = {"502": _err("the Ethereum RPC failed and no answer within [ens] stale_s is kept", RETRY_AFTER),
+                   "503": _err("ENS is not configured ([ens] rpc_url), or the node has too many open connections",
+                               RETRY_AFTER),
+                   "504": _err("the Ethereum RPC timed out", RETRY_AFTER)}
+    return {
+        "/api/v1/ens/{name}": {"get": {
+            "summary": "An ENS name's resolver, address, contenthash and text records", "tags": ["ens"],
+            "security": BEARER,
+            "parameters": [name_param,
+                           {"name": "text", "in": "query", "description": "a text record key (repeat for several)",
+                            "schema": {"type": "string"}},
+                           {"name": "coin_type", "in": "query", "description": "an ENSIP-9/11 coin type (repeat for "
+                            "several)", "schema": {"type": "string", "pattern": "^[0-9]{1,78}$"}}],
+            "responses": {"200": _json(name_out, "the name's records (contenthash null: none set)"),
+                          "400": _err("not a valid ENS name (ENSIP-15; the message says why), or a bad parameter"),
+                          **_auth_errors(), "404": _err("the name has no resolver"), **unavailable}}},
+        "/api/v1/ens/reverse/{address}": {"get": {
+            "summary": "An address's primary ENS name, accepted only if it resolves back to the address",
+            "tags": ["ens"], "security": BEARER,
+            "parameters": [{"name": "address", "in": "path", "required": True,
+                            "schema": {"type": "string", "example": "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"}}],
+            "responses": {"200": _json(reverse_out, "the primary name (null when none, or when it does not resolve "
+                                                    "forward to the address: `claimed` says what the reverse record "
+                                                    "holds)"),
+                          "400": _err("not an Ethereum address"), **_auth_errors(), **unavailable}}},
+        "/api/v1/operator/ens/{name}": {"delete": {
+            "summary": "Forget an ENS name's cached answer (memory and store)", "tags": ["operator"],
+            "security": BEARER, "parameters": [name_param],
+            "responses": {"200": _json({"type": "object", "required": ["name", "purged"], "properties": {
+                "name": {"type": "string"}, "purged": {"type": "boolean"}}}, "purged (false: nothing was cached)"),
+                "400": _err("not a valid ENS name"), **_auth_errors(), "403": _err("the token is not an operator token"),
+                **_server_errors()}}},
+    }
+
+
 PARSER_400 = ("or a request the HTTP parser refuses before the app sees it (request line or a header "
               "over 8190 bytes, malformed syntax), answered in the node's Error shape whatever the path")
 
@@ -707,5 +768,6 @@ def openapi_document() -> dict:
             **_psa_paths(),
             **_ipns_paths(),
             **_anchor_paths(),
+            **_ens_paths(),
         },
     })

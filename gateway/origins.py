@@ -94,6 +94,7 @@ log = logging.getLogger("hearth.origins")
 
 LABEL_MAX = 63  # a DNS label (RFC 1034)
 NAMESPACES = ("ipfs", "ipns")
+ENS_TLDS = ("eth",)  # `{name}.eth.{domain}`: the ENS name `{name}.eth` on a content origin (naming/ens.py)
 MAX_HOSTS = 4096  # Host decisions kept; the dict is emptied when full (random Hosts cannot grow it)
 _ROOT_LABELS = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 
@@ -261,6 +262,9 @@ class OriginRouter:
         labels = lower.split(".")
         for i in range(len(labels) - 1, 1, -1):  # the longest known suffix with a namespace label before it
             domain = self.domains.get(".".join(labels[i:]))
+            if domain is not None and labels[i - 1] in ENS_TLDS:  # `{name}.eth.{domain}`, as eth.limo
+                return self._subdomain(domain, "ipns", ".".join(name.split(".")[:i]),
+                                       ".".join(name.split(".")[i:]) + port)
             if domain is None or labels[i - 1] not in NAMESPACES:
                 continue
             original = name.split(".")

@@ -47,6 +47,7 @@ class Resolution:
     value: str  # "/ipfs/{cid}[/path]" or "/ipns/{name}[/path]"
     ttl: float  # seconds this answer may be cached
     source: str  # the name system: "ipns", "dnslink", "ens"
+    stale: bool = False  # the last good answer, served while the system cannot answer (ENS: [ens] stale_s)
 
 
 class NameSystem(Protocol):

@@ -100,4 +100,16 @@ if [ "$(cat "$CHAIN/.hearth-installed" 2>/dev/null)" != "$CHAIN_PKGS" ] && comma
     echo "could not install $CHAIN_PKGS: the anchoring tests will fail" >&2
   fi
 fi
+# ENS tests (tests/support/ens.py): the ENSRegistry and PublicResolver artifacts, `npm pack`ed
+# (installing them would pull an ancient solc) into the same chain tools dir.
+ENS_PACKS="@ensdomains/ens@0.6.2 @ensdomains/resolver@0.3.1"
+if [ "$(cat "$CHAIN/ens-artifacts/.hearth-installed" 2>/dev/null)" != "$ENS_PACKS" ] && command -v npm >/dev/null; then
+  mkdir -p "$CHAIN/ens-artifacts"
+  # shellcheck disable=SC2086
+  if (cd "$CHAIN/ens-artifacts" && npm pack --loglevel=error $ENS_PACKS >/dev/null 2>&1); then
+    echo "$ENS_PACKS" > "$CHAIN/ens-artifacts/.hearth-installed"
+  else
+    echo "could not npm pack $ENS_PACKS: the ENS tests will fail" >&2
+  fi
+fi
 echo "test dependencies ready: $(.venv/bin/python --version), $("$KUBO" version)" >&2

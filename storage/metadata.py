@@ -200,6 +200,15 @@ MIGRATIONS: list[list[str]] = [
         # chain, and proofs on it are stale even before the next leader opens its own
         "ALTER TABLE anchor_chain ADD COLUMN host_pid INTEGER NOT NULL DEFAULT 0",
     ],
+    [
+        # ENS answers (naming/ens.py): a name's resolver and contenthash as last resolved, so the
+        # cache (and a last good answer while the RPC fails) survives restarts
+        """CREATE TABLE ens_cache (
+            name TEXT PRIMARY KEY,
+            answer TEXT NOT NULL,
+            fetched_at REAL NOT NULL
+        )""",
+    ],
 ]
 
 

@@ -147,6 +147,9 @@ async def handle_ipns(request: web.Request) -> web.StreamResponse:
     except NamingError as exc:
         raise naming_error(exc) from None
     req.root, req.segments, req.ttl = resolved.cid, resolved.segments, resolved.ttl
+    if any(r.stale for _name, r in resolved.chain):  # a last good answer (ENS [ens] stale_s): not kept by name
+        request[STALE_NAME] = True  # the Warning header: stale_warning below
+        fast_key = None
     if fast_key is not None and req.format is None:
         # what the name resolved to may already have been answered (keyed by the root too)
         hit = cache.get(cache_key_for(req))
@@ -164,6 +167,16 @@ async def handle_ipns(request: web.Request) -> web.StreamResponse:
                 return not_modified(headers)
             return web.Response(status=status, headers=headers, body=body)
     return await serve_content(request, req)
+
+
+STALE_NAME = web.RequestKey("hearth_stale_name", bool)
+STALE_WARNING = '110 hearth "Response is Stale: the name system could not be reached, last good answer served"'
+
+
+async def stale_warning(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """on_response_prepare: a response served from a stale name answer says so (RFC 7234 Warning 110)."""
+    if request.get(STALE_NAME):
+        response.headers["Warning"] = STALE_WARNING
 
 
 def _caching_sources(request: web.Request) -> set[str]:
@@ -234,6 +247,9 @@ def refuse_deserialized(req: GatewayRequest) -> None:
 
 
 def naming_error(exc: NamingError) -> HTTPError:
+    http = getattr(exc, "http", None)  # (status, code) of a name system's own answer (ENS: 422, 503)
+    if http is not None:
+        return HTTPError(http[0], http[1], str(exc), dict(getattr(exc, "headers", None) or {}))
     if isinstance(exc, NameNotFound):
         return HTTPError(404, "name_not_found", str(exc))
     if isinstance(exc, NameUnavailable):
