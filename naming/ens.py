@@ -304,6 +304,9 @@ class EnsNameSystem:
             clients = []
             for url in self.rpc_urls:
                 w3 = AsyncWeb3(AsyncHTTPProvider(url, request_kwargs={"timeout": self.rpc_timeout}))
+                # web3's own CCIP-read is off: an OffchainLookup comes back as an error, and Hearth
+                # performs it through its guarded client (naming/ccip_read.py)
+                w3.provider.global_ccip_read_enabled = False
                 ns = AsyncENS.from_web3(w3, addr=self.registry or None)
                 if self.universal_resolver:
                     ns._universal_resolver = w3.eth.contract(abi=abis.UNIVERSAL_RESOLVER,

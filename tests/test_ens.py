@@ -329,3 +329,48 @@ def test_cli_purge_offline(tmp_path, capsys):
     assert main(["ens", "purge", "cli.eth", "--data-dir", str(data), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"name": "cli.eth", "purged": False}
     assert main(["ens", "purge", "bad name.eth", "--data-dir", str(data)]) == 2
+
+
+@pytest.fixture
+async def ccip_gateway(aiohttp_server):
+    """An EIP-3668 gateway on loopback answering contenthash(bytes32) with `answers[name]`."""
+    from aiohttp import web
+    from eth_abi import decode, encode
+
+    answers: dict[bytes, bytes] = {}
+    seen: list[str] = []
+
+    async def get(request):
+        seen.append(request.path)
+        call = bytes.fromhex(request.match_info["data"][2:])
+        dns_name, data = decode(["bytes", "bytes"], call)
+        assert data[:4] == bytes.fromhex("bc1c58d1")
+        return web.json_response({"data": "0x" + encode(["bytes"], [answers.get(bytes(dns_name), b"")]).hex()})
+
+    app = web.Application()
+    app.router.add_get("/{sender}/{data}.json", get)
+    server = await aiohttp_server(app)
+    server.answers, server.seen = answers, seen
+    return server
+
+
+async def test_offchain_resolver_through_a_local_gateway(ens_node, chain, ccip_gateway):
+    """EIP-3668 (naming/ccip_read.py): the loopback http gateway is reachable only because the test
+    configuration widens the guard; with the default configuration it is refused (502)."""
+    from ens.utils import dns_encode_name
+
+    url = f"http://127.0.0.1:{ccip_gateway.port}/{{sender}}/{{data}}.json"
+    node = await ens_node(outbound__allow_http=True, outbound__allow_private=True)
+    root = await site_root(node)
+    chain.offchain("offchain.eth", [url])
+    ccip_gateway.answers[bytes(dns_encode_name("shop.offchain.eth"))] = contenthash_ipfs(root)
+    resp = await node.get("/ipns/shop.offchain.eth/about.html")
+    assert resp.status == 200, await resp.text()
+    assert await resp.read() == SITE["about.html"] and ccip_gateway.seen
+
+    strict = await ens_node()  # default [outbound]: https only, no loopback
+    seen = len(ccip_gateway.seen)
+    resp = await strict.get("/ipns/shop.offchain.eth/about.html")
+    body = await resp.json()
+    assert resp.status == 502 and body["error"]["code"] == "name_unavailable", body
+    assert "offchain lookup" in body["error"]["message"] and len(ccip_gateway.seen) == seen

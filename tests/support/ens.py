@@ -146,3 +146,10 @@ class EnsChain:
             self._wait(contract.functions.setContenthash(contenthash).transact())
         self.register(name, resolver=contract.address)
         return contract
+
+    def offchain(self, name: str, urls: list[str]):
+        """Register `name` with a fresh TestOffchainResolver (EIP-3668) pointing at gateway `urls`."""
+        contract = self._deploy(local_artifact("tests/support/artifacts/TestOffchainResolver.json"))
+        self._wait(contract.functions.setUrls(urls).transact())
+        self.register(name, resolver=contract.address)
+        return contract
