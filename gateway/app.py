@@ -23,6 +23,7 @@ from chain.anchoring import Anchorer
 
 from . import anchors_api, content_api, ens_api, names_api, operator_api, ops, origins, psa, routing_api
 from .cache import ResponseCache, SharedGeneration
+from .shared_slot import SharedSlot
 from .config import Config, ConfigError
 from .cors import cors_middleware
 from .errors import error_middleware, quiet_client_faults
@@ -214,7 +215,9 @@ def create_app(config: Config, engine: StorageEngine | None = None, *, backgroun
     app[RECONCILED] = Reconciler(app[STORE], app[ENGINE], app[PIN_WORKER], report_path=run_dir / "reconcile.json")
     app[OPERATOR_KEY] = operator_key(config.data_dir)
     app[NAMES] = Resolver()  # name systems register here (IPNS, DNSLink...)
-    app[ENS] = EnsNameSystem(config["ens"], app[STORE], config["outbound"])  # before DNSLink: `.eth` names are ENS names
+    # before DNSLink: `.eth` names are ENS names (unless ENS is off and [dns] resolvers serves "eth.")
+    app[ENS] = EnsNameSystem(config["ens"], app[STORE], config["outbound"], SharedSlot(run_dir / "ens.generation"),
+                             defer_when_off=any(k.strip(".").lower() == "eth" for k in config["dns"]["resolvers"]))
     app[NAMES].add(app[ENS])
     app[NAMES].add(DNSLink.from_config(config["dns"], config["outbound"]))
     setup_ipns(app, config)

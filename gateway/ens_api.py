@@ -24,7 +24,7 @@ from naming.ens import UnsupportedContenthash, decode_contenthash, normalize
 from .auth import require_owner
 from .errors import HTTPError, bad_request
 from .ipfs.handler import naming_error, stale_warning
-from .keys import ENS, METRICS
+from .keys import CACHE, ENS, METRICS
 from .operator_api import require_operator
 
 MAX_TEXTS = 32
@@ -110,7 +110,8 @@ async def purge(request: web.Request) -> web.Response:
     await require_operator(request)
     name = request.match_info["name"]
     normal = _normal(name)
-    purged = await request.app[ENS].purge(normal)
+    purged = await request.app[ENS].purge(normal)  # every worker's memory of it too (a shared generation)
+    request.app[CACHE].invalidate_everywhere()  # responses kept for the name's TTL: dropped in every worker
     request.app[ENS].counts["purges"] = request.app[ENS].counts.get("purges", 0) + 1
     return web.json_response({"name": normal, "purged": purged})
 

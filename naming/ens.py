@@ -165,7 +165,8 @@ class EnsNameSystem:
     name = "ens"
     caches_answers = True
 
-    def __init__(self, settings: dict, store=None, outbound: dict | None = None):
+    def __init__(self, settings: dict, store=None, outbound: dict | None = None, generation=None,
+                 defer_when_off: bool = False):
         urls = settings.get("rpc_url") or []
         self.rpc_urls = [urls] if isinstance(urls, str) else list(urls)
         self.rpc_urls = [u for u in self.rpc_urls if u]
@@ -177,6 +178,12 @@ class EnsNameSystem:
         self.settings = settings
         self.outbound = outbound  # [outbound]: the guard of EIP-3668 gateway requests (naming/ccip_read.py)
         self.store = store
+        # a counter every worker of the node maps (gateway/shared_slot.py): bumped by a purge, it
+        # empties every worker's memory of answers
+        self.generation = generation
+        self._seen = generation.value if generation is not None else 0
+        # no rpc_url and `[dns] resolvers` has an "eth." server (eth.limo's DoH...): leave .eth to DNSLink
+        self.defer_when_off = defer_when_off and not self.rpc_urls
         self._memory: dict[str, Answer] = {}
         self._inflight: dict[str, asyncio.Future] = {}
         self._clients: list | None = None
@@ -184,7 +191,7 @@ class EnsNameSystem:
 
     # -- the NameSystem interface ----------------------------------------------------------------
     def handles(self, name: str) -> bool:
-        if not name or len(name) > MAX_NAME:
+        if not name or len(name) > MAX_NAME or self.defer_when_off:
             return False
         text = name[:-1] if name.endswith(".") else name
         return text.rpartition(".")[2].lower() in TLDS and "." in text
@@ -217,6 +224,9 @@ class EnsNameSystem:
     async def answer(self, normal: str) -> tuple[Answer, bool]:
         """(the name's answer, whether it is stale)."""
         now = time.time()
+        if self.generation is not None and self.generation.value != self._seen:  # a purge somewhere
+            self._seen = self.generation.value
+            self._memory.clear()
         cached = self._memory.get(normal)
         if cached is None and self.store is not None:
             cached = await self._load(normal)
@@ -280,6 +290,9 @@ class EnsNameSystem:
         """Forget a name's cached answer (memory and store); whether anything was there."""
         normal = normalize(name)
         found = self._memory.pop(normal, None) is not None
+        if self.generation is not None:
+            self.generation.update(lambda n: n + 1)
+            self._seen = self.generation.value
         if self.store is not None:
             def delete():
                 return self.store.db.execute("DELETE FROM ens_cache WHERE name = ?", [normal]).rowcount

@@ -374,3 +374,38 @@ async def test_offchain_resolver_through_a_local_gateway(ens_node, chain, ccip_g
     body = await resp.json()
     assert resp.status == 502 and body["error"]["code"] == "name_unavailable", body
     assert "offchain lookup" in body["error"]["message"] and len(ccip_gateway.seen) == seen
+
+
+async def test_purge_reaches_every_worker(ens_node, chain, tmp_path):
+    """Two workers' name systems (shared store and generation slot): a purge in one empties the other's memory."""
+    from gateway.keys import STORE
+    from gateway.shared_slot import SharedSlot
+    from naming.ens import EnsNameSystem
+
+    node = await ens_node()
+    root = await site_root(node)
+    chain.register("twice.eth")
+    chain.set_contenthash("twice.eth", contenthash_ipfs(root))
+    store = node.app[STORE]
+    settings = {**node.config["ens"]}
+    a = EnsNameSystem(settings, store, generation=SharedSlot(tmp_path / "ens.generation"))
+    b = EnsNameSystem(settings, store, generation=SharedSlot(tmp_path / "ens.generation"))
+    try:
+        assert (await a.resolve("twice.eth")).value == (await b.resolve("twice.eth")).value == f"/ipfs/{root}"
+        calls = b.counts["rpc_calls"]
+        assert await a.purge("twice.eth")
+        await b.resolve("twice.eth")
+        assert b.counts["rpc_calls"] == calls + 1  # asked the chain again: its memory was emptied
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_eth_left_to_dnslink_when_ens_is_off_and_dns_serves_eth(node_factory):
+    node = await node_factory("embedded")
+    root = await site_root(node)  # the same CID on the second node
+    node2 = await node_factory("embedded", dns__resolvers={"eth.": "udp://127.0.0.1:9"},
+                               dns__static={"legacy.eth": f"/ipfs/{root}"})
+    assert await site_root(node2) == root
+    resp = await node2.get("/ipns/legacy.eth/about.html")
+    assert resp.status == 200 and await resp.read() == SITE["about.html"]
