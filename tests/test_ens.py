@@ -409,3 +409,40 @@ async def test_eth_left_to_dnslink_when_ens_is_off_and_dns_serves_eth(node_facto
     assert await site_root(node2) == root
     resp = await node2.get("/ipns/legacy.eth/about.html")
     assert resp.status == 200 and await resp.read() == SITE["about.html"]
+
+
+def test_cli_purge_asks_the_running_node(chain, tmp_path):
+    """`hearth ens purge NAME` beside a running `hearth serve`: DELETE /api/v1/operator/ens/{name}."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    root_dir = __import__("pathlib").Path(__file__).resolve().parent.parent
+    hearth = [sys.executable, "-m", "gateway.cli"]
+    port, d = free_port(), str(tmp_path / "data")
+    env = dict(os.environ, HEARTH_STORAGE_ENGINE="embedded", HEARTH_SERVER_WORKERS="1",
+               HEARTH_ENS_RPC_URL=chain.anvil.rpc_url, HEARTH_ENS_REGISTRY=chain.registry.address)
+    chain.register("served.eth")
+    chain.set_contenthash("served.eth", contenthash_ipfs("bafkqaaa"))  # the empty identity CID: always here
+    proc = subprocess.Popen([*hearth, "serve", "--port", str(port), "--data-dir", d], cwd=root_dir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = []
+        while not any(f"http://127.0.0.1:{port}" in line for line in seen) and len(seen) < 20:
+            seen.append(proc.stdout.readline())
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ipns/served.eth", timeout=10) as resp:
+            assert resp.status == 200 and resp.headers["X-Ipfs-Path"] == "/ipns/served.eth"
+        out = subprocess.run([*hearth, "ens", "purge", "Served.eth", "--data-dir", d], cwd=root_dir, env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and out.stdout.strip() == "served.eth: purged", (out.stdout, out.stderr)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            metrics = resp.read().decode()
+        assert re.search(r"^hearth_ens_cache_misses_total 1(\.0)?$", metrics, re.M), metrics[-2000:]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
