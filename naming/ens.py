@@ -44,6 +44,8 @@ PROTOCOLS = {0xE3: "ipfs", 0xE5: "ipns", 0xE4: "swarm", 0x01BC: "onion", 0x01BD:
              0xB29910: "arweave"}
 CONTENTHASH_SELECTOR = bytes.fromhex("bc1c58d1")  # contenthash(bytes32)
 ADDR_COIN_SELECTOR = bytes.fromhex("f1cb7e06")  # addr(bytes32,uint256)
+ADDR_SELECTOR = bytes.fromhex("3b3b57de")  # addr(bytes32)
+TEXT_SELECTOR = bytes.fromhex("59d1d43c")  # text(bytes32,string)
 ETH_COIN = 60
 
 
@@ -418,9 +420,23 @@ class EnsNameSystem:
 
     # -- records for the API --------------------------------------------------------------------
     async def address(self, normal: str, coin_type: int = ETH_COIN) -> str | None:
-        if coin_type == ETH_COIN:
-            return await self.call("addr", lambda ns: ns.address(normal))
+        """Through the Universal Resolver as the contenthash (so offchain resolvers answer too):
+        ETH by `addr(bytes32)`, other coins by `addr(bytes32,uint256)` (ENSIP-9/11)."""
         from ens.utils import normal_name_to_hash
+
+        if coin_type == ETH_COIN:
+            node = bytes(normal_name_to_hash(normal))
+
+            async def eth(ns):
+                result, _resolver = await self._universal(ns, normal, ADDR_SELECTOR + node)
+                if not result:
+                    return None
+                from eth_utils import to_checksum_address
+
+                value = ns.w3.codec.decode(["address"], result)[0]
+                return None if int(value, 16) == 0 else to_checksum_address(value)
+
+            return await self.call("addr", eth)
 
         node = bytes(normal_name_to_hash(normal))
 
@@ -441,13 +457,16 @@ class EnsNameSystem:
         return await self.call(f"addr({coin_type})", addr)
 
     async def text(self, normal: str, key: str) -> str | None:
-        from ens.exceptions import ResolverNotFound
+        from ens.utils import normal_name_to_hash
+
+        node = bytes(normal_name_to_hash(normal))
 
         async def text(ns):
-            try:
-                return await ns.get_text(normal, key) or None
-            except ResolverNotFound:
+            calldata = TEXT_SELECTOR + ns.w3.codec.encode(["bytes32", "string"], [node, key])
+            result, _resolver = await self._universal(ns, normal, calldata)
+            if not result:
                 return None
+            return ns.w3.codec.decode(["string"], result)[0] or None
 
         return await self.call(f"text({key})", text)
 

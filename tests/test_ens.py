@@ -344,6 +344,11 @@ async def ccip_gateway(aiohttp_server):
         seen.append(request.path)
         call = bytes.fromhex(request.match_info["data"][2:])
         dns_name, data = decode(["bytes", "bytes"], call)
+        if data[:4] == bytes.fromhex("3b3b57de"):  # addr(bytes32)
+            return web.json_response({"data": "0x" + encode(["address"], [OTHER]).hex()})
+        if data[:4] == bytes.fromhex("59d1d43c"):  # text(bytes32,string)
+            key = decode(["bytes32", "string"], data[4:])[1]
+            return web.json_response({"data": "0x" + encode(["string"], [f"offchain {key}"]).hex()})
         assert data[:4] == bytes.fromhex("bc1c58d1")
         return web.json_response({"data": "0x" + encode(["bytes"], [answers.get(bytes(dns_name), b"")]).hex()})
 
@@ -367,6 +372,9 @@ async def test_offchain_resolver_through_a_local_gateway(ens_node, chain, ccip_g
     resp = await node.get("/ipns/shop.offchain.eth/about.html")
     assert resp.status == 200, await resp.text()
     assert await resp.read() == SITE["about.html"] and ccip_gateway.seen
+    body = await (await node.get("/api/v1/ens/shop.offchain.eth?text=url", headers=node.auth)).json()
+    assert body["address"] == OTHER and body["texts"] == {"url": "offchain url"}
+    assert body["contenthash"]["cid"] == root
 
     strict = await ens_node()  # default [outbound]: https only, no loopback
     seen = len(ccip_gateway.seen)
