@@ -7,9 +7,11 @@
   full-width letters folded, emoji kept; spaces, empty labels, disallowed characters, mixed
   scripts and whole-script confusables are InvalidName (400) saying why.
 * Lookups go through the Universal Resolver (`resolve(dnsName, calldata)`, ENSIP-10 wildcards
-  included): one `eth_call` per record. web3 8's `AsyncENS` (registry `[ens] registry`, default
-  mainnet's) answers addresses, texts and reverse names; the contenthash is asked of the same
-  Universal Resolver and decoded here. `[ens] universal_resolver` replaces web3's fixed address.
+  included): one `eth_call` per record, made with web3 8's `AsyncENS` (registry `[ens] registry`,
+  default mainnet's; its Universal Resolver contract, `[ens] universal_resolver` replacing web3's
+  fixed address; its reverse lookup). Contenthash, addresses and texts are encoded and decoded
+  here, so an EIP-3668 OffchainLookup from the resolver is followed by naming/ccip_read.py (web3's
+  own CCIP-read is off) for all of them.
 * Contenthash: ipfs-ns (0xe3) -> `/ipfs/{cid}`, ipns-ns (0xe5) -> `/ipns/{k51...}` (resolved by
   the node's IPNS records) or, for an identity-hashed name, `/ipns/{dnslink name}`; swarm,
   arweave, onion, skynet... -> UnsupportedContenthash (422, protocol named). No resolver /
