@@ -44,7 +44,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # registry and Universal Resolver ("" = mainnet's, web3's), how long an answer is kept (seconds)
     # and how long past that the last good one is served while the RPC fails
     "ens": {"rpc_url": "", "registry": "", "universal_resolver": "", "cache_ttl_s": 300, "stale_s": 3600,
-            "rpc_timeout": 10},
+            "rpc_timeout": 10,
+            # CCIP-read (naming/ccip_read.py): the guard is https-only, public addresses only; these
+            # widen it for ENS gateways alone (tests, a private gateway), and bound time, size, depth
+            "ccip_allow_http": False, "ccip_allow_private": False, "ccip_timeout": 10,
+            "ccip_max_response_bytes": 1024**2, "ccip_max_depth": 4},
     "chain": {"rpc_url": "embedded", "chain_id": 0, "anchor_contract": "", "keystore": "", "passphrase_file": "",
               "confirmations": 2, "batch_max": 65536, "batch_interval_s": 60, "max_fee_gwei": 100,
               "rpc_timeout": 10},
