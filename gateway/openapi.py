@@ -755,6 +755,14 @@ def openapi_document() -> dict:
                                "responses": {"301": {"description": "redirect for ?uri=", "headers": {
                                    "Location": {"required": True, "schema": {"type": "string"}}}},
                                    "400": _err("a CID is required, or the uri is not ipfs:// or ipns://")}}},
+            "/ipns/": {"get": {"summary": "No name; ?uri=ipns://{name}/{path} redirects to /ipns/{name}/{path}",
+                               "tags": ["gateway"],
+                               "parameters": [{"name": "uri", "in": "query", "required": True, "schema": {
+                                   "type": "string", "pattern": "^([iI][pP][fF][sS]|[iI][pP][nN][sS])://.+$",
+                                   "example": "ipns://example.org/"}}],
+                               "responses": {"301": {"description": "redirect for ?uri=", "headers": {
+                                   "Location": {"required": True, "schema": {"type": "string"}}}},
+                                   "400": _err("a name is required, or the uri is not ipfs:// or ipns://")}}},
             "/ipfs/{cid}": {"get": {**_gateway_op("Content by CID"), "operationId": "getIpfsContent"},
                             "head": _gateway_op("Headers of content by CID", head=True)},
             "/ipfs/{cid}/{path}": {"get": _gateway_op("Content by CID and path", [PATH_PARAM]),
