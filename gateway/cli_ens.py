@@ -11,7 +11,7 @@ from .config import Config
 
 
 def add_parsers(sub, common) -> None:
-    ens = sub.add_parser("ens", help="ENS names (naming/ens.py)")
+    ens = sub.add_parser("ens", help="ENS names: forget cached answers (purge)")
     esub = ens.add_subparsers(dest="ens_command", required=True)
     purge = esub.add_parser("purge", help="forget a name's cached answer (the next request asks the chain)")
     purge.add_argument("name")
