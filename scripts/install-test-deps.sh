@@ -7,6 +7,7 @@
 #   - for the HTTP-only IPFS client test: Node 22 and npm @helia/verified-fetch (cached in
 #     ~/.cache/hearth/verified-fetch)
 #   - for anchoring: npm anvil, solc-js and @openzeppelin/merkle-tree (cached in ~/.cache/hearth/chain)
+#   - for SIWE: npm viem (cached in ~/.cache/hearth/siwe)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -110,6 +111,22 @@ if [ "$(cat "$CHAIN/ens-artifacts/.hearth-installed" 2>/dev/null)" != "$ENS_PACK
     echo "$ENS_PACKS" > "$CHAIN/ens-artifacts/.hearth-installed"
   else
     echo "could not npm pack $ENS_PACKS: the ENS tests will fail" >&2
+  fi
+fi
+# SIWE (tests/test_siwe.py): viem as the JavaScript wallet that signs the same messages and
+# cross-checks createSiweMessage / parseSiweMessage against identity/siwe.py. Cached in
+# ~/.cache/hearth/siwe, never in the repo; the stamp holds the pin. Without it that test is skipped.
+SIWE_JS="${HEARTH_SIWE_JS_DIR:-$HOME/.cache/hearth/siwe}"
+SIWE_PKGS="viem@2.57.20"
+if [ "$(cat "$SIWE_JS/.hearth-installed" 2>/dev/null)" != "$SIWE_PKGS" ] && command -v npm >/dev/null; then
+  echo "installing npm $SIWE_PKGS into $SIWE_JS (first run only)..." >&2
+  mkdir -p "$SIWE_JS"
+  echo '{"name": "hearth-siwe", "private": true, "type": "module"}' > "$SIWE_JS/package.json"
+  # shellcheck disable=SC2086
+  if npm install --prefix "$SIWE_JS" --save-exact --no-audit --no-fund --loglevel=error $SIWE_PKGS >/dev/null 2>&1; then
+    echo "$SIWE_PKGS" > "$SIWE_JS/.hearth-installed"
+  else
+    echo "could not install $SIWE_PKGS: the viem SIWE test will be skipped" >&2
   fi
 fi
 echo "test dependencies ready: $(.venv/bin/python --version), $("$KUBO" version)" >&2
