@@ -101,14 +101,22 @@ ERC6492_SUFFIX = bytes.fromhex("6492" * 16)
 
 
 class SiweError(Exception):
-    """A refused SIWE message; `reason` is machine-readable, `message` says why."""
+    """A refused SIWE message; `reason` is machine-readable, `message` says why.
+
+    `SiweError(reason, message)`; each subclass fixes its reason, so `SiweExpired(message)`.
+    """
 
     reason = "malformed"
 
-    def __init__(self, message: str, reason: Optional[str] = None):
-        super().__init__(message)
-        if reason is not None:
-            self.reason = reason
+    def __init__(self, *args: str):
+        if len(args) == 2:
+            reason, message = args
+        elif len(args) == 1:
+            reason, message = type(self).reason, args[0]
+        else:
+            raise TypeError("SiweError(reason, message) or a subclass with (message)")
+        super().__init__(reason, message)
+        self.reason = reason
         self.message = message
 
     def __str__(self) -> str:

@@ -194,6 +194,14 @@ def test_malformed(name, text):
     assert e.value.reason == "malformed" and isinstance(e.value, SiweError) and e.value.message
 
 
+def test_error_shape():
+    e = SiweError("wrong_chain", "chain id 5 is not accepted")
+    assert (e.reason, e.message, str(e)) == ("wrong_chain", "chain id 5 is not accepted",
+                                             "wrong_chain: chain id 5 is not accepted")
+    e = siwe.SiweExpired("expired at x")
+    assert (e.reason, e.message) == ("expired", "expired at x") and isinstance(e, SiweError)
+
+
 def test_parse_not_a_string():
     with pytest.raises(siwe.SiweMalformed):
         parse_message(b"bytes")  # type: ignore[arg-type]
