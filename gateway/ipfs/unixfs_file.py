@@ -137,11 +137,9 @@ async def send_plan(request: web.Request, headers: dict, plan: byteranges.BodyPl
                     piece = await anext(it, None)
             if plan.tail:
                 await resp.write(plan.tail)
-        except ConnectionError:
-            _close(request)  # the client went away: make sure the error middleware sees it gone
-            raise
         except Exception:
-            _close(request)  # headers are gone: end the body short
+            # headers are gone: end the body short (a client that went away is then seen gone too)
+            _close(request)
             raise
     finally:
         if body is not None:
@@ -171,11 +169,9 @@ async def _send_spliced(request: web.Request, headers: dict, plan: byteranges.Bo
                 source.close()
                 async for chunk in engine.cat(node.cid, part.start, part.end - part.start):
                     await body.send(chunk)
-        except ConnectionError:
-            _close(request)  # the client went away: make sure the error middleware sees it gone
-            raise
         except Exception:
-            _close(request)  # headers are gone: end the body short
+            # headers are gone: end the body short (a client that went away is then seen gone too)
+            _close(request)
             raise
     finally:
         source.close()
